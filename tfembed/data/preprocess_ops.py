@@ -1,0 +1,94 @@
+"""Per-image graph ops shared by the training pipeline and the exported serving signature.
+
+Both functions are pure TensorFlow (no Keras, no Python-side randomness) so they trace into a
+``tf.data`` map, a ``tf.function`` or a SavedModel signature alike. Keeping one implementation
+means the pixels a served model sees are the pixels it was evaluated on.
+
+* :func:`decode_image` — encoded JPEG / PNG / GIF / BMP bytes → ``uint8 [H, W, 3]``.
+  Grey images are replicated to three channels; an alpha channel is dropped (not composited);
+  an animated GIF gives its first frame.
+* :func:`eval_transform` — the evaluation transform: resize to ``resize_size`` (bilinear,
+  anti-aliased, aspect ratio not preserved) then centre-crop ``image_size``; returns ``float32``
+  pixels in ``0..255`` (models normalise internally).
+"""
+
+from typing import Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+
+Size = Union[int, Sequence[int]]
+
+__all__ = ["decode_image", "eval_transform", "as_size", "DEFAULT_IMAGE_SIZE", "DEFAULT_RESIZE_SIZE"]
+
+DEFAULT_IMAGE_SIZE = (224, 224)
+DEFAULT_RESIZE_SIZE = (256, 256)
+
+
+def as_size(size: Size, what: str = "size") -> Tuple[int, int]:
+    """``224`` or ``(224, 224)`` → ``(224, 224)``; anything else is a ValueError naming ``what``."""
+    if isinstance(size, bool):
+        raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}")
+    if isinstance(size, int):
+        pair = (size, size)
+    else:
+        try:
+            pair = tuple(int(s) for s in size)
+        except TypeError:
+            raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}") from None
+        if len(pair) != 2:
+            raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{what} must be positive, got {size!r}")
+    return pair
+
+
+def decode_image(contents) -> tf.Tensor:
+    """Decode one encoded image (scalar ``tf.string``) to ``uint8 [H, W, 3]``.
+
+    Accepts every format ``tf.io.decode_image`` knows (JPEG, PNG, GIF, BMP), of any size and with
+    1 (grey), 2 (grey + alpha), 3 or 4 (RGBA) channels: grey is replicated to RGB, alpha is
+    dropped. 16-bit PNGs are scaled to 8 bits. Undecodable bytes raise
+    ``tf.errors.InvalidArgumentError`` when the op runs.
+    """
+    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def eval_transform(
+    image,
+    image_size: Size = DEFAULT_IMAGE_SIZE,
+    resize_size: Optional[Size] = DEFAULT_RESIZE_SIZE,
+) -> tf.Tensor:
+    """Resize to ``resize_size`` then centre-crop ``image_size``; ``float32`` in ``0..255``.
+
+    Args:
+      image: ``[H, W, 3]`` (or a batch ``[B, H, W, 3]`` of same-sized images), ``uint8`` or any
+        integer type holding 0..255, or float already in ``0..255``.
+      image_size: ``(height, width)`` of the output (an int means square).
+      resize_size: ``(height, width)`` the image is first resized to (bilinear, anti-aliased,
+        aspect ratio not preserved); must be at least ``image_size`` in both dimensions. ``None``
+        resizes straight to ``image_size`` (no crop).
+
+    Returns:
+      ``float32 [image_size[0], image_size[1], 3]`` (or ``[B, ...]``) clipped to ``[0, 255]``.
+    """
+    height, width = as_size(image_size, "image_size")
+    if resize_size is None:
+        resize_h, resize_w = height, width
+    else:
+        resize_h, resize_w = as_size(resize_size, "resize_size")
+    if resize_h < height or resize_w < width:
+        raise ValueError(
+            f"resize_size {(resize_h, resize_w)} must be at least image_size {(height, width)} "
+            "in both dimensions (the crop is taken from the resized image)"
+        )
+    image = tf.convert_to_tensor(image)
+    if image.dtype != tf.float32:
+        image = tf.cast(image, tf.float32)
+    image = tf.image.resize(image, (resize_h, resize_w), method="bilinear", antialias=True)
+    top = (resize_h - height) // 2
+    left = (resize_w - width) // 2
+    image = image[..., top : top + height, left : left + width, :]
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return tf.ensure_shape(image, image.shape[:-3].concatenate([height, width, 3]))

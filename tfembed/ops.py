@@ -1,0 +1,62 @@
+"""Small tensor helpers shared by losses, models and evaluation.
+
+Every pairwise loss in tfembed starts from a distance matrix, and every one of them must stay
+finite when two rows coincide (DESIGN §5): the gradient of ``sqrt`` at 0 is infinite, so the
+squared distances are clamped away from zero *before* the root and the diagonal is masked to an
+exact 0 afterwards (its gradient is then 0, not NaN).
+"""
+
+import tensorflow as tf
+
+# Squared distances below this are treated as 0 before the square root; far below any distance a
+# unit-norm embedding produces for two different images, far above float32 rounding noise.
+_EPS = 1e-12
+
+
+def as_float32(x):
+    """Casts to float32 so mixed-precision embeddings give stable pairwise losses."""
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
+def pairwise_squared_distances(a, b=None):
+    """Squared Euclidean distances ``[N, M]`` between rows of ``a`` and rows of ``b``.
+
+    Uses ``|a|^2 - 2ab + |b|^2`` (one matmul, no ``[N, M, D]`` tensor) and clamps the small
+    negative values rounding produces. When ``b`` is omitted the diagonal is exactly 0.
+    """
+    a = as_float32(a)
+    same = b is None
+    b = a if same else as_float32(b)
+    a2 = tf.reduce_sum(tf.square(a), axis=1, keepdims=True)
+    b2 = tf.reduce_sum(tf.square(b), axis=1, keepdims=True)
+    d2 = a2 - 2.0 * tf.matmul(a, b, transpose_b=True) + tf.transpose(b2)
+    d2 = tf.maximum(d2, 0.0)
+    if same:
+        d2 = tf.linalg.set_diag(d2, tf.zeros(tf.shape(d2)[:1], d2.dtype))
+    return d2
+
+
+def safe_sqrt(x):
+    """``sqrt`` whose value is 0 and gradient 0 (not inf/NaN) where ``x`` <= eps."""
+    small = x <= _EPS
+    root = tf.sqrt(tf.where(small, tf.ones_like(x), x))
+    return tf.where(small, tf.zeros_like(x), root)
+
+
+def pairwise_distances(a, b=None):
+    """Euclidean distances ``[N, M]`` with finite gradients for identical rows."""
+    return safe_sqrt(pairwise_squared_distances(a, b))
+
+
+def off_diagonal_mask(n, dtype=tf.bool):
+    """``[n, n]`` mask that is True (1) off the diagonal."""
+    mask = tf.logical_not(tf.eye(n, dtype=tf.bool))
+    return mask if dtype == tf.bool else tf.cast(mask, dtype)
+
+
+def same_label_mask(labels, other=None):
+    """``[N, M]`` boolean mask, True where labels match (diagonal included)."""
+    labels = tf.reshape(labels, [-1])
+    other = labels if other is None else tf.reshape(other, [-1])
+    return tf.equal(labels[:, None], other[None, :])
