@@ -47,6 +47,13 @@ class Split:
     def classes(self) -> np.ndarray:
         return np.unique(self.labels)
 
+    def subset(self, indices) -> "Split":
+        """The rows ``indices`` of this split (same representation, same label space)."""
+        indices = np.asarray(indices, np.int64)
+        pick = lambda a: None if a is None else a[indices]  # noqa: E731
+        return Split(labels=self.labels[indices], paths=pick(self.paths),
+                     images=pick(self.images), boxes=pick(self.boxes), skipped=list(self.skipped))
+
 
 @dataclasses.dataclass
 class Domain:

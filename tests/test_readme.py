@@ -1,0 +1,21 @@
+"""The README's notebook example runs as written."""
+
+import os
+import re
+
+import keras
+
+README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+
+
+def test_readme_example_runs(tmp_path, monkeypatch, capsys):
+    text = open(README).read()
+    match = re.search(r"<!-- readme-example -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost its tested example"
+    monkeypatch.chdir(tmp_path)
+    keras.backend.clear_session()
+    namespace = {}
+    exec(compile(match.group(1), "README.md", "exec"), namespace)
+    assert os.path.isfile(os.path.join(namespace["path"], "saved_model.pb"))
+    recalls = eval(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(recalls) == {1, 2, 4, 8} and 0 < recalls[1] <= recalls[8] <= 1

@@ -1,0 +1,114 @@
+"""Recipes and the CLI: overrides, clear errors, and every recipe end to end in smoke mode."""
+
+import json
+import os
+
+import keras
+import pytest
+
+from tfembed import cli, recipes
+from tfembed.data import testing
+
+PAPER_SPECIALISTS = ["specialist_cub", "specialist_cars", "specialist_inshop", "specialist_sop"]
+
+
+def test_recipes_are_listed():
+    names = recipes.list_recipes()
+    for name in PAPER_SPECIALISTS + ["snd_universal_demo"]:
+        assert name in names
+    assert not any(n.startswith("_") for n in names)
+
+
+def test_every_recipe_states_command_and_expected_result():
+    for name in recipes.list_recipes():
+        doc = recipes._module(name).__doc__ or ""
+        assert "tfembed-train --recipe " + name in doc, name
+        assert "Expected result" in doc, name
+
+
+def test_overrides_are_typed():
+    c = recipes.resolve("specialist_cub", ["train.learning_rate=3e-5", "train.steps=7",
+                                           "train.flip=false", "eval.ks=1,5",
+                                           "teachers=a.keras,b.keras", "model.weights=/w.h5"])
+    assert c.train.learning_rate == 3e-5 and c.train.steps == 7 and c.train.flip is False
+    assert list(c.eval.ks) == [1, 5] and list(c.teachers) == ["a.keras", "b.keras"]
+    assert c.model.weights == "/w.h5"
+
+
+def test_unknown_key_names_the_key_and_valid_ones():
+    with pytest.raises(recipes.RecipeError) as e:
+        recipes.resolve("specialist_cub", ["train.learnig_rate=1"])
+    msg = str(e.value)
+    assert "train.learnig_rate" in msg and "learning_rate" in msg and "Did you mean" in msg
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(recipes.RecipeError, match="train.steps.*integer"):
+        recipes.resolve("specialist_cub", ["train.steps=many"])
+    with pytest.raises(recipes.RecipeError, match="smoke.*boolean"):
+        recipes.resolve("specialist_cub", ["smoke=perhaps"])
+
+
+def test_unknown_recipe_suggests_close_names():
+    with pytest.raises(recipes.RecipeError, match="specialist_cub"):
+        recipes.get_recipe("specialist_cbu")
+
+
+def test_smoke_applies_unless_set_explicitly():
+    c = recipes.resolve("specialist_cub", ["smoke=true", "train.steps=3"])
+    assert c.train.steps == 3 and c.model.image_size == 32 and c.model.weights == ""
+
+
+def test_cli_reports_bad_key_with_exit_code_2(capsys):
+    code = cli.train_main(["tfembed-train", "--recipe", "specialist_cub", "--set", "modle.x=1"])
+    assert code == 2
+    assert "modle.x" in capsys.readouterr().err
+
+
+def test_cli_lists_recipes(capsys):
+    assert cli.train_main(["tfembed-train", "--list"]) == 0
+    assert "snd_universal_demo" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    testing.make_cub_layout(root / "CUB_200_2011", per_class=4)
+    testing.make_cars_layout(root / "cars196", per_class=4)
+    testing.make_sop_layout(root / "Stanford_Online_Products", per_class=4)
+    testing.make_inshop_layout(root / "inshop", per_item=4)
+    return root
+
+
+def _run(recipe, workdir, *sets):
+    keras.backend.clear_session()
+    argv = ["tfembed-train", "--recipe", recipe, "--workdir", str(workdir),
+            "--set", "smoke=true", *[a for s in sets for a in ("--set", s)]]
+    assert cli.train_main(argv) == 0
+    with open(os.path.join(workdir, "report.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("recipe", PAPER_SPECIALISTS)
+def test_paper_specialist_recipes_in_smoke_mode(recipe, data_dir, tmp_path):
+    report = _run(recipe, tmp_path, f"data_dir={data_dir}")
+    assert report["recipe"] == recipe
+    assert report["config"]["smoke"] is True
+    domain = recipe.split("_", 1)[1]
+    rows = [r for r in report["rows"] if r["gallery"] == "domain"]
+    assert [(r["model"], r["domain"]) for r in rows] == [(f"specialist/{domain}", domain)]
+    assert 0.0 <= rows[0]["recall@1"] <= rows[0]["recall@8"] <= 1.0
+    assert os.path.isfile(tmp_path / "specialists" / domain / "model.keras")
+    assert os.path.isfile(tmp_path / "saved_models" / f"specialist_{domain}" / "1" /
+                          "saved_model.pb")
+
+
+def test_demo_recipe_in_smoke_mode(tmp_path):
+    report = _run("snd_universal_demo", tmp_path, "eval.ks=1,2")
+    rows = report["rows"]
+    domains = {"digits", "fashion", "glyphs"}
+    for d in domains:
+        for gallery in ("domain", "fused"):
+            assert any(r["model"] == f"specialist/{d}" and r["domain"] == d and
+                       r["gallery"] == gallery for r in rows)
+    assert set(rows[0]) >= {"model", "domain", "gallery", "recall@1", "recall@2"}

@@ -1,0 +1,126 @@
+"""Command-line entry points: ``tfembed-train``, ``tfembed-eval``, ``tfembed-export``.
+
+Each takes its flags from ``argv`` (absl flags in a private FlagValues, so the three commands
+don't share flags and tests can call them in-process).
+"""
+
+import os
+import sys
+
+# Before TensorFlow is imported: keep its C++ start-up chatter out of the run's output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags, logging  # noqa: E402
+
+
+def _parse(define, argv, usage):
+    fv = flags.FlagValues()
+    define(fv)
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        fv(argv)
+    except flags.Error as e:
+        sys.stderr.write(f"{e}\n{usage}\n")
+        raise SystemExit(2)
+    logging.set_verbosity(logging.INFO)
+    return fv
+
+
+def _define_train(fv):
+    flags.DEFINE_string("recipe", None, "recipe name (a file in tfembed/configs)", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "run directory (default runs/<recipe>)", flag_values=fv)
+    flags.DEFINE_multi_string("set", [], "override a recipe key: --set key=value", flag_values=fv)
+    flags.DEFINE_bool("list", False, "list the recipes and exit", flag_values=fv)
+    flags.DEFINE_bool("print_config", False, "print the resolved recipe and exit", flag_values=fv)
+
+
+def train_main(argv=None):
+    """``tfembed-train --recipe NAME [--workdir DIR] [--set key=value ...]``."""
+    from tfembed import recipes
+
+    fv = _parse(_define_train, argv, "usage: tfembed-train --recipe NAME [--workdir DIR] "
+                                     "[--set key=value ...]")
+    if fv.list:
+        print("\n".join(recipes.list_recipes()))
+        return 0
+    if not fv.recipe:
+        sys.stderr.write("tfembed-train: --recipe is required; recipes: "
+                         + ", ".join(recipes.list_recipes()) + "\n")
+        return 2
+    try:
+        config = recipes.resolve(fv.recipe, fv.set)
+    except recipes.RecipeError as e:
+        sys.stderr.write(f"tfembed-train: {e}\n")
+        return 2
+    if fv.print_config:
+        print(config)
+        return 0
+    from tfembed.training import pipelines
+
+    workdir = fv.workdir or os.path.join("runs", fv.recipe)
+    pipelines.run(config, workdir)
+    return 0
+
+
+def _define_eval(fv):
+    flags.DEFINE_multi_string("model", [], ".keras file or SavedModel dir (repeatable)",
+                              flag_values=fv)
+    flags.DEFINE_list("domains", [], "domains to evaluate on, e.g. cub,cars,inshop or digits",
+                      flag_values=fv)
+    flags.DEFINE_string("data_dir", "", "root that holds the datasets", flag_values=fv)
+    flags.DEFINE_integer("image_size", 224, "evaluation crop size", flag_values=fv)
+    flags.DEFINE_integer("resize_size", 256, "resize before the centre crop", flag_values=fv)
+    flags.DEFINE_list("ks", ["1", "2", "4", "8"], "Recall@K values", flag_values=fv)
+    flags.DEFINE_string("workdir", ".", "where report.json is written", flag_values=fv)
+
+
+def eval_main(argv=None):
+    """``tfembed-eval --model M.keras --domains cub,cars [--data_dir DIR]``: Recall@K table."""
+    fv = _parse(_define_eval, argv, "usage: tfembed-eval --model PATH --domains a,b")
+    if not fv.model or not fv.domains:
+        sys.stderr.write("tfembed-eval: --model and --domains are required\n")
+        return 2
+    from tfembed.data.preprocess import default_label_offsets
+    from tfembed.data.sources import load_domain
+    from tfembed.evaluation.domains import evaluate_model
+    from tfembed.evaluation.report import write_report
+    from tfembed.models import load_embedder
+
+    domains = [load_domain(d, data_dir=fv.data_dir or None) for d in fv.domains]
+    offsets = default_label_offsets(domains)
+    rows = []
+    for path in fv.model:
+        name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+        rows += evaluate_model(name, load_embedder(path), domains, offsets,
+                               image_size=fv.image_size, resize_size=fv.resize_size,
+                               ks=tuple(int(k) for k in fv.ks))
+    write_report(fv.workdir, "tfembed-eval", {"models": list(fv.model),
+                                              "domains": list(fv.domains)}, rows)
+    return 0
+
+
+def _define_export(fv):
+    flags.DEFINE_string("model", None, "trained .keras model", flag_values=fv)
+    flags.DEFINE_string("name", None, "model name (TF Serving --model_name)", flag_values=fv)
+    flags.DEFINE_string("export_root", "saved_models", "export root", flag_values=fv)
+    flags.DEFINE_integer("image_size", 224, "crop size the model takes", flag_values=fv)
+    flags.DEFINE_integer("resize_size", 256, "resize before the centre crop", flag_values=fv)
+
+
+def export_main(argv=None):
+    """``tfembed-export --model M.keras --name NAME``: SavedModel in saved_models/NAME/<v>/."""
+    fv = _parse(_define_export, argv, "usage: tfembed-export --model M.keras --name NAME")
+    if not fv.model or not fv.name:
+        sys.stderr.write("tfembed-export: --model and --name are required\n")
+        return 2
+    from tfembed.export import export_from_file
+
+    path = export_from_file(fv.model, fv.export_root, fv.name,
+                            image_size=(fv.image_size, fv.image_size),
+                            resize_size=(fv.resize_size, fv.resize_size))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

@@ -1,0 +1,20 @@
+"""Specialist for CUB-200-2011 (classes 1-100 train, 101-200 test): ResNet50 → 128-d, triplet semi-hard.
+
+Paper 000 §5 settings: ImageNet-pretrained ResNet50, 256×256 resize → random 224 crop + flip,
+128-d L2-normalised embedding, batch 128 = 32 classes × 4 images, Adam lr 1e-5, triplet
+semi-hard loss (margin 0.2, FaceNet's value; 000 does not state it).
+
+Command:
+  tfembed-train --recipe specialist_cub --set data_dir=/path/to/datasets
+Expected result: Recall@1 / @2 ≈ 59.8 / 71.6 (R@1 / R@2, 000 Table 1).
+Smoke run (tiny images, 2 steps, no pretrained weights):
+  tfembed-train --recipe specialist_cub --set smoke=true --set data_dir=...
+"""
+
+from tfembed.configs._base import PAPER_SMOKE, paper_specialist
+
+SMOKE = dict(PAPER_SMOKE)
+
+
+def get_config():
+    return paper_specialist("cub")

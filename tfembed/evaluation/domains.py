@@ -1,0 +1,69 @@
+"""Evaluating embedding models on one or several domains, per domain and on the fused gallery.
+
+Fused evaluation (paper 000 §5.2): a domain's test images are the queries and the gallery is every
+domain's test images together (In-shop keeps its query set and fuses its gallery), so a model that
+maps two domains onto each other is penalised. Labels are offset per domain, so class 3 of one
+domain never matches class 3 of another.
+"""
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from tfembed.data.preprocess import eval_dataset
+from tfembed.data.types import Domain
+from tfembed.evaluation.retrieval import fused_recall, recall_at_k
+from tfembed.evaluation.report import recall_rows
+
+
+def embed_split(model, split, *, image_size, resize_size, batch_size=128, label_offset=0,
+                domain=None):
+    """Embeddings ``[N, D]`` (float32 numpy) and offset labels of a split, in order."""
+    ds = eval_dataset(split, batch_size, image_size=image_size, resize_size=resize_size,
+                      label_offset=label_offset, domain=domain)
+    emb = model.predict(ds.map(lambda x, y: x), verbose=0)
+    return np.asarray(emb, np.float32), split.labels + label_offset
+
+
+def embed_domains(model, domains: Sequence[Domain], offsets: Sequence[int], *, image_size,
+                  resize_size, batch_size=128, multi_domain_input=False):
+    """For each domain: ``(query_emb, query_labels, gallery_emb | None, gallery_labels | None)``.
+
+    Domains with a query/gallery split (In-shop) return both; others return the test set as
+    queries and ``None`` gallery (each test image queries the others).
+    """
+    out = {}
+    for d, (domain, offset) in enumerate(zip(domains, offsets)):
+        kw = dict(image_size=image_size, resize_size=resize_size, batch_size=batch_size,
+                  label_offset=offset, domain=d if multi_domain_input else None)
+        if domain.has_query_gallery:
+            q, ql = embed_split(model, domain.splits["query"], **kw)
+            g, gl = embed_split(model, domain.splits["gallery"], **kw)
+            out[domain.name] = (q, ql, g, gl)
+        else:
+            q, ql = embed_split(model, domain.splits["test"], **kw)
+            out[domain.name] = (q, ql, None, None)
+    return out
+
+
+def evaluate_embeddings(model_name: str, embedded: Dict[str, tuple], ks=(1, 2, 4, 8),
+                        fused=True) -> List[dict]:
+    """Report rows (DESIGN §4) for one model: per domain on its own gallery and on the fused one."""
+    ks = tuple(ks)
+    rows = []
+    for name, (q, ql, g, gl) in embedded.items():
+        rows.append(recall_rows(model_name, name, "domain",
+                                recall_at_k(q, ql, ks, gallery_embeddings=g, gallery_labels=gl)))
+    if fused and len(embedded) > 1:
+        for name, recalls in fused_recall(embedded, ks=ks).items():
+            rows.append(recall_rows(model_name, name, "fused", recalls))
+    return rows
+
+
+def evaluate_model(model_name, model, domains, offsets, *, image_size, resize_size, ks=(1, 2, 4, 8),
+                   batch_size=128, multi_domain_input=False, fused=True):
+    """Embeds every domain's evaluation splits with ``model`` and returns report rows."""
+    embedded = embed_domains(model, domains, offsets, image_size=image_size,
+                             resize_size=resize_size, batch_size=batch_size,
+                             multi_domain_input=multi_domain_input)
+    return evaluate_embeddings(model_name, embedded, ks, fused=fused)

@@ -1,0 +1,191 @@
+"""Run reports: ``report.json`` (DESIGN §4) and the same results as a fixed-width table.
+
+A row is one (model, domain, gallery) evaluation::
+
+    {"model": "universal/snd", "domain": "cub", "gallery": "domain" | "fused",
+     "recall@1": 0.61, "recall@2": ..., ...}            # fractions, not percent
+
+``format_table`` lays rows out like Table 2 of paper 000: one section per gallery, the models'
+rows one per domain, and after each model an ``average`` row (the mean over its domains). Models
+that cover one domain each and are named ``<family>/<domain>`` (``specialist/cub``,
+``specialist/cars``...) are averaged together as ``<family>/*``, as the paper's "Specialist" row is.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import tempfile
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Sequence
+
+import numpy as np
+
+GALLERIES = ("domain", "fused")
+REPORT_FILENAME = "report.json"
+_ROW_KEYS = ("model", "domain", "gallery")
+
+
+def recall_rows(model_name: str, domain: str, gallery: str, recalls: Mapping[int, float],
+                **extra) -> dict:
+    """One report row: ``{"model", "domain", "gallery", "recall@k"..., **extra}``.
+
+    ``recalls`` is ``recall_at_k``'s ``{k: fraction}``; ``extra`` adds further JSON-able fields
+    (``map@r=...``, ``nmi=...``) after the recalls.
+    """
+    if gallery not in GALLERIES:
+        raise ValueError(f"gallery must be one of {GALLERIES}, got {gallery!r}")
+    row = {"model": str(model_name), "domain": str(domain), "gallery": gallery}
+    for k in sorted(recalls, key=int):
+        row[f"recall@{int(k)}"] = float(recalls[k])
+    for key, value in extra.items():
+        row[key] = _jsonable(value)
+    return row
+
+
+def _average_group(row: dict) -> str:
+    model, domain = row["model"], row["domain"]
+    if model.endswith("/" + domain):
+        return model[: -len(domain)] + "*"
+    return model
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100.0 * float(value):.1f}"
+
+
+def format_table(rows: Sequence[dict], ks: Sequence[int] = (1, 2, 4, 8)) -> str:
+    """Fixed-width table of report rows: model | domain | gallery | R@k... in percent.
+
+    Sections per gallery (``domain`` first, then ``fused``, then any other), rows in the order
+    given, each model (or ``<family>/*`` group of one-domain models) followed by its ``average``
+    row over domains. A missing recall prints as ``-`` and is left out of the average.
+    """
+    ks = tuple(int(k) for k in ks)
+    header = ["model", "domain", "gallery"] + [f"R@{k}" for k in ks]
+    sections: "OrderedDict[str, OrderedDict[str, List[dict]]]" = OrderedDict()
+    order = {g: i for i, g in enumerate(GALLERIES)}
+    for row in sorted(rows, key=lambda r: order.get(r.get("gallery"), len(GALLERIES))):
+        gallery = row.get("gallery", "?")
+        sections.setdefault(gallery, OrderedDict()).setdefault(_average_group(row), []).append(row)
+
+    lines_by_section = []
+    for gallery, groups in sections.items():
+        body = []
+        for group, members in groups.items():
+            for r in members:
+                body.append([r.get("model", "?"), r.get("domain", "?"), gallery]
+                            + [_fmt(r.get(f"recall@{k}")) for k in ks])
+            avg = []
+            for k in ks:
+                vals = [float(r[f"recall@{k}"]) for r in members
+                        if r.get(f"recall@{k}") is not None]
+                avg.append(_fmt(sum(vals) / len(vals)) if vals else "-")
+            body.append([group, "average", gallery] + avg)
+        lines_by_section.append((gallery, body))
+
+    all_cells = [header] + [c for _, body in lines_by_section for c in body]
+    widths = [max(len(str(c[i])) for c in all_cells) for i in range(len(header))]
+
+    def line(cells):
+        left = [str(c).ljust(w) for c, w in zip(cells[:3], widths[:3])]
+        right = [str(c).rjust(w) for c, w in zip(cells[3:], widths[3:])]
+        return ("  ".join(left) + "  " + "  ".join(right)).rstrip()
+
+    rule = "-" * len(line(header))
+    out = [line(header), rule]
+    for i, (gallery, body) in enumerate(lines_by_section):
+        if i:
+            out.append(rule)
+        out.append(f"[gallery: {gallery}]")
+        out.extend(line(cells) for cells in body)
+    return "\n".join(out)
+
+
+def _jsonable(value):
+    """Converts configs/results to plain JSON types (dicts, lists, str, int, float, bool, None)."""
+    if hasattr(value, "to_dict") and callable(value.to_dict):  # ml_collections.ConfigDict & co
+        value = value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if hasattr(value, "numpy") and callable(value.numpy):  # tf / keras tensors
+        return _jsonable(np.asarray(value.numpy()))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_jsonable(v) for v in items]
+    if isinstance(value, (pathlib.PurePath, bytes)):
+        return os.fsdecode(value) if isinstance(value, bytes) else str(value)
+    if isinstance(value, type) or callable(value):
+        return getattr(value, "__qualname__", getattr(value, "__name__", repr(value)))
+    return str(value)
+
+
+def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bool = True) -> str:
+    """Writes ``<workdir>/report.json`` = ``{"recipe", "config", "rows"}`` atomically.
+
+    ``config`` may be a ConfigDict (anything with ``to_dict``), a dataclass or a dict holding
+    tuples, numpy scalars/arrays, paths...; it is converted to plain JSON. Rows must carry
+    ``model``, ``domain`` and ``gallery`` (``"domain"`` or ``"fused"``); recalls are fractions.
+    The file appears complete or not at all (temporary file + ``os.replace``). The table of
+    ``format_table`` is printed unless ``echo=False``. Returns the path of the report.
+    """
+    clean_rows = []
+    for i, row in enumerate(rows):
+        missing = [k for k in _ROW_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"report row {i} lacks {missing}: {row}")
+        if row["gallery"] not in GALLERIES:
+            raise ValueError(f"report row {i}: gallery must be one of {GALLERIES}, "
+                             f"got {row['gallery']!r}")
+        clean_rows.append(_jsonable(dict(row)))
+    report = {"recipe": str(recipe), "config": _jsonable(config if config is not None else {}),
+              "rows": clean_rows}
+    if not isinstance(report["config"], dict):
+        raise TypeError(f"config must be a mapping (or have to_dict), got {type(config).__name__}")
+    text = json.dumps(report, indent=2, allow_nan=False)
+
+    workdir = os.fspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, REPORT_FILENAME)
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=workdir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if echo:
+        ks = sorted({int(key.split("@", 1)[1]) for r in clean_rows for key in r
+                     if key.startswith("recall@") and key.split("@", 1)[1].isdigit()})
+        print(f"recipe {recipe}: {path}")
+        print(format_table(clean_rows, ks or (1, 2, 4, 8)))
+    return path
+
+
+def read_report(path) -> Dict:
+    """Loads a ``report.json`` (a path to the file or to its working directory)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, REPORT_FILENAME)
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,12 @@
+"""Models: backbone registry, embedders and (added by other modules) distillers and ensembles."""
+
+from tfembed.models.backbones import (
+    BACKBONES,
+    BackboneSpec,
+    backbone_model,
+    backbone_spec,
+    build_backbone,
+    register_backbone,
+)
+from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_model, load_embedder
+from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess

@@ -1,0 +1,151 @@
+"""Keras callbacks for embedding training.
+
+``RecallAtKCallback`` evaluates retrieval Recall@K on held-out sets at the end of an epoch and
+writes it into the epoch's ``logs``, so it lands in ``History``, in any callback listed after it
+(``TensorBoard``, ``CSVLogger``, ``ModelCheckpoint(monitor=...)``, ``EarlyStopping``) and in its
+own JSON-able ``history`` (the per-domain curves of paper 000 Fig. 2(a)).
+"""
+
+import math
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfembed.evaluation.retrieval import fused_recall, recall_at_k
+
+
+def default_embed_output(outputs):
+    """The embeddings in a model's output: the tensor itself, ``outputs["embeddings"]`` of a dict,
+    or the first element of a list/tuple."""
+    if isinstance(outputs, Mapping):
+        if "embeddings" not in outputs:
+            raise ValueError(f"model returned a dict without 'embeddings': {sorted(outputs)}; "
+                             "pass embed_fn=")
+        return outputs["embeddings"]
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0]
+    return outputs
+
+
+class RecallAtKCallback(keras.callbacks.Callback):
+    """Recall@K per evaluation domain (and on the fused gallery), every ``every_n_epochs`` epochs.
+
+    Args:
+      eval_sets: ``{domain: (query_ds, gallery_ds or None)}`` (a bare dataset means no gallery).
+        Each dataset yields ``(x, labels)`` batches, ``x`` being images or a dict such as
+        ``{"images": ..., "domain": ...}``; it is passed to the model as given. Without a gallery
+        every query searches the other queries. Datasets are iterated once per evaluation, so
+        embeddings and labels stay paired even if a dataset reshuffles. Labels should be offset
+        per domain (DESIGN §4) when ``fused=True``.
+      ks: the k values.
+      every_n_epochs: evaluate after epochs ``n-1, 2n-1, ...`` (0-based), i.e. every n-th epoch.
+      prefix: prepended to every log key.
+      fused: also evaluate each domain against the fused gallery of all domains
+        (``tfembed.evaluation.fused_recall``).
+      embed_fn: ``embed_fn(model, x) -> embeddings``; default ``model(x, training=False)`` and
+        ``default_embed_output`` on the result (compiled with ``tf.function``).
+
+    Log keys, per domain ``d`` and k: ``f"{prefix}{d}_recall@{k}"``; with ``fused``,
+    ``f"{prefix}{d}_fused_recall@{k}"``; and ``f"{prefix}recall@{k}"`` (and
+    ``f"{prefix}fused_recall@{k}"``), the mean over domains, handy as a ``monitor`` for checkpoints
+    and early stopping. ``history`` is a list of ``{"epoch": e, key: value, ...}``, one per
+    evaluated epoch (plain Python numbers, JSON-serialisable).
+
+    Under ``tf.distribute`` (e.g. ``MirroredStrategy``) the forward pass reads the mirrored
+    weights in cross-replica context, on one device; evaluation sets are small enough that this
+    costs less than distributing them.
+    """
+
+    def __init__(self, eval_sets: Mapping[str, object], ks: Sequence[int] = (1, 2, 4, 8),
+                 every_n_epochs: int = 1, prefix: str = "val_", fused: bool = False,
+                 embed_fn: Optional[Callable] = None):
+        super().__init__()
+        if not eval_sets:
+            raise ValueError("eval_sets is empty")
+        if int(every_n_epochs) < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.eval_sets = {}
+        for name, entry in eval_sets.items():
+            if isinstance(entry, (tuple, list)):
+                if len(entry) != 2:
+                    raise ValueError(f"eval_sets[{name!r}] must be (query_ds, gallery_ds or None)")
+                self.eval_sets[str(name)] = (entry[0], entry[1])
+            else:
+                self.eval_sets[str(name)] = (entry, None)
+        self.ks = tuple(int(k) for k in ks)
+        self.every_n_epochs = int(every_n_epochs)
+        self.prefix = prefix
+        self.fused = bool(fused)
+        self.embed_fn = embed_fn
+        self.history: List[Dict[str, float]] = []
+        self._forward = None
+        self._forward_model = None
+
+    # -- embedding ------------------------------------------------------------------------------
+
+    def _get_forward(self):
+        if self._forward is None or self._forward_model is not self.model:
+            model, embed_fn = self.model, self.embed_fn
+            if embed_fn is None:
+                def forward(x):
+                    return default_embed_output(model(x, training=False))
+            else:
+                def forward(x):
+                    return embed_fn(model, x)
+            self._forward = tf.function(forward, reduce_retracing=True)
+            self._forward_model = model
+        return self._forward
+
+    def embed(self, dataset):
+        """``(embeddings [N, D] float32, labels [N])`` as numpy, in one pass over ``dataset``."""
+        forward = self._get_forward()
+        embs, labels = [], []
+        for batch in dataset:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError("evaluation datasets must yield (inputs, labels) batches")
+            x, y = batch[0], batch[1]
+            embs.append(np.asarray(forward(x), np.float32))
+            labels.append(np.asarray(y).reshape(-1))
+        if not embs:
+            raise ValueError("an evaluation dataset is empty")
+        return np.concatenate(embs, 0), np.concatenate(labels, 0)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self) -> Dict[str, float]:
+        """Computes every log value now and returns them (keys as described in the class doc)."""
+        embedded = {}
+        for name, (query_ds, gallery_ds) in self.eval_sets.items():
+            q, ql = self.embed(query_ds)
+            g, gl = self.embed(gallery_ds) if gallery_ds is not None else (None, None)
+            embedded[name] = (q, ql, g, gl)
+        values = {}
+        per_k = {k: [] for k in self.ks}
+        for name, (q, ql, g, gl) in embedded.items():
+            recalls = recall_at_k(q, ql, self.ks, gallery_embeddings=g, gallery_labels=gl)
+            for k, v in recalls.items():
+                values[f"{self.prefix}{name}_recall@{k}"] = float(v)
+                per_k[k].append(float(v))
+        for k, vs in per_k.items():
+            values[f"{self.prefix}recall@{k}"] = float(np.mean(vs))
+        if self.fused:
+            per_k = {k: [] for k in self.ks}
+            for name, recalls in fused_recall(embedded, self.ks).items():
+                for k, v in recalls.items():
+                    values[f"{self.prefix}{name}_fused_recall@{k}"] = float(v)
+                    per_k[k].append(float(v))
+            for k, vs in per_k.items():
+                values[f"{self.prefix}fused_recall@{k}"] = float(np.mean(vs))
+        return values
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        values = self.evaluate()
+        if logs is not None:
+            logs.update(values)
+        entry = {"epoch": int(epoch)}
+        entry.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
+        self.history.append(entry)

@@ -1,0 +1,111 @@
+"""Training a specialist: one embedder, one domain, a metric loss, plain ``compile``/``fit``.
+
+This is how every paper trains its single-domain models (000 §5: ResNet50 → 128-d, triplet
+semi-hard, batch 128 = 32 classes × 4 images, Adam 1e-5). The run directory gets TensorBoard
+logs, a per-epoch checkpoint, a backup for resuming after an interruption, the Recall@K history
+and the final ``.keras`` model.
+
+Under MirroredStrategy the metric loss is computed per replica on the replica's slice of the
+global batch (Keras scales it for the replica count); the c×k batch is built so that every slice
+still holds whole classes when c is a multiple of the replica count.
+"""
+
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from tfembed.data.preprocess import eval_dataset, training_batches
+from tfembed.data.types import Domain
+from tfembed.losses import get_loss
+from tfembed.models import build_embedder
+from tfembed.training.callbacks import RecallAtKCallback
+
+
+def build_model(model_cfg, name=None):
+    """An embedder from a recipe's ``model`` block."""
+    size = int(model_cfg.image_size)
+    weights = model_cfg.get("weights") or None
+    return build_embedder(model_cfg.backbone, embedding_dim=int(model_cfg.embedding_dim),
+                          input_shape=(size, size, 3), weights=weights, name=name,
+                          **dict(model_cfg.get("backbone_kwargs", {})))
+
+
+def make_optimizer(train_cfg):
+    """The optimizer a recipe's ``train`` block names (Adam by default, as in 000/001)."""
+    name = train_cfg.get("optimizer", "adam").lower()
+    lr = float(train_cfg.learning_rate)
+    wd = float(train_cfg.get("weight_decay", 0.0)) or None
+    if name == "adam":
+        return keras.optimizers.Adam(lr, weight_decay=wd)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=wd or 0.004)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=float(train_cfg.get("momentum", 0.9)),
+                                    weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r} (train.optimizer); use adam, adamw or sgd")
+
+
+def eval_sets(domains, offsets, config, multi_domain_input=False):
+    """``{domain: (query_ds, gallery_ds | None)}`` for RecallAtKCallback."""
+    m, e = config.model, config.eval
+    kw = dict(image_size=int(m.image_size), resize_size=int(m.resize_size))
+    sets = {}
+    for d, (domain, offset) in enumerate(zip(domains, offsets)):
+        dom = d if multi_domain_input else None
+        if domain.has_query_gallery:
+            sets[domain.name] = tuple(
+                eval_dataset(domain.splits[s], int(e.batch_size), label_offset=offset,
+                             domain=dom, **kw) for s in ("query", "gallery"))
+        else:
+            sets[domain.name] = (eval_dataset(domain.splits["test"], int(e.batch_size),
+                                              label_offset=offset, domain=dom, **kw), None)
+    return sets
+
+
+def standard_callbacks(run_dir, recall_callback=None):
+    """Recall@K (first, so the others see its logs), TensorBoard, checkpoint, backup."""
+    callbacks = [recall_callback] if recall_callback is not None else []
+    callbacks += [
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoint.keras")),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+    ]
+    return callbacks
+
+
+def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
+    """Trains (or resumes) a specialist for ``domain`` and saves ``<run_dir>/model.keras``.
+
+    Args:
+      domain: the domain (its ``train`` split is used; evaluation on its test split).
+      config: resolved recipe (``model``, ``train``, ``eval`` blocks, ``seed``).
+      run_dir: directory for this model's logs, checkpoints and final model.
+      strategy: tf.distribute strategy.
+      name: model name (default ``specialist_<domain>``).
+
+    Returns:
+      ``(model, recall_history)``.
+    """
+    m, t = config.model, config.train
+    os.makedirs(run_dir, exist_ok=True)
+    with strategy.scope():
+        model = build_model(m, name=name or f"specialist_{domain.name}")
+        model.compile(optimizer=make_optimizer(t),
+                      loss=get_loss(t.loss, **dict(t.get("loss_kwargs", {}))),
+                      jit_compile=False)
+    train_ds = training_batches(
+        [domain.train], int(t.classes_per_batch), int(t.images_per_class),
+        image_size=int(m.image_size), resize_size=int(m.resize_size), flip=bool(t.flip),
+        seed=int(config.seed))
+    steps_per_epoch = int(t.steps_per_epoch)
+    epochs = max(1, int(np.ceil(int(t.steps) / steps_per_epoch)))
+    recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
+                               every_n_epochs=int(config.eval.every_n_epochs))
+    logging.info("training %s on %s: %d steps of %d images", model.name, domain.name,
+                 epochs * steps_per_epoch, int(t.classes_per_batch) * int(t.images_per_class))
+    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=standard_callbacks(run_dir, recall), verbose=2)
+    model.save(os.path.join(run_dir, "model.keras"))
+    return model, recall.history
