@@ -10,3 +10,4 @@ from tfembed.models.backbones import (
 )
 from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_model, load_embedder
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
+from tfembed.models.universal import UniversalDistiller

@@ -1,0 +1,100 @@
+"""Small pieces every tfembed trainer (``train_step`` override) shares.
+
+DESIGN §5 in code: losses computed by hand are scaled for the replica count the way Keras scales a
+``keras.losses.Loss``; pairwise losses can see the global batch through a differentiable
+all-gather; teachers are frozen and always run in inference mode.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def num_replicas():
+    """Replicas in sync of the current strategy (1 outside ``tf.distribute``)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_for_replicas(loss):
+    """``loss / num_replicas`` inside a replica context (what ``keras.losses.Loss`` does).
+
+    The optimizer all-reduces gradients with a SUM, so an unscaled per-replica loss would give
+    N× gradients on N replicas.
+    """
+    n = num_replicas()
+    if n > 1 and tf.distribute.in_cross_replica_context() is False:
+        return loss / tf.cast(n, loss.dtype)
+    return loss
+
+
+def unscale_for_replicas(loss):
+    """Inverse of :func:`scale_for_replicas` (for logging the per-replica value)."""
+    n = num_replicas()
+    if n > 1 and tf.distribute.in_cross_replica_context() is False:
+        return loss * tf.cast(n, loss.dtype)
+    return loss
+
+
+def gather_replicas(*tensors):
+    """Concatenates each tensor over the replicas (axis 0), differentiably.
+
+    With one replica (or outside a replica context) the tensors come back unchanged. The
+    gradient of ``ReplicaContext.all_gather`` sums the upstream gradients of all replicas before
+    slicing out this replica's rows; every replica computes the same global loss, so that sum is
+    N × the true gradient, which :func:`scale_for_replicas` then divides out.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return tensors if len(tensors) != 1 else tensors[0]
+    out = tuple(ctx.all_gather(t, axis=0) for t in tensors)
+    return out if len(out) != 1 else out[0]
+
+
+def freeze(model):
+    """Marks a teacher non-trainable (its weights never reach an optimizer) and returns it."""
+    model.trainable = False
+    return model
+
+
+def output_dim(model):
+    """The last dimension of a single-output model's output (None if unknown)."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        shape = None
+    if isinstance(shape, list):
+        shape = shape[0]
+    if shape is None:
+        return None
+    return shape[-1]
+
+
+def as_loss_fn(loss, default_kwargs=None):
+    """A pure ``fn(a, b) -> scalar`` from a registry name, a tfembed Loss object or a callable.
+
+    A ``keras.losses.Loss`` is used through its ``call`` (unscaled): the trainer scales for the
+    replica count itself, once, after any all-gather.
+    """
+    if isinstance(loss, str):
+        from tfembed.losses import get_loss  # noqa: PLC0415 (losses import models lazily)
+        loss = get_loss(loss, **(default_kwargs or {}))
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call
+    if callable(loss):
+        return loss
+    raise TypeError(f"expected a loss name, a keras.losses.Loss or a callable, got {loss!r}")
+
+
+def serialize_loss(loss):
+    """JSON-able form of a loss given as a name or a Loss object (None for plain callables)."""
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, keras.losses.Loss):
+        return keras.saving.serialize_keras_object(loss)
+    return None
+
+
+def deserialize_loss(config):
+    if config is None or isinstance(config, str):
+        return config
+    import tfembed.losses  # noqa: F401,PLC0415  (registers the loss classes)
+    return keras.saving.deserialize_keras_object(config)
