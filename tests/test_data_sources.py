@@ -334,7 +334,7 @@ def test_load_domain_registry(tmp_path, monkeypatch):
     monkeypatch.setenv(S.DATA_DIR_ENV, str(tmp_path))
     assert S.load_domain("sop", verify=False).num_classes == 5
     with pytest.raises(ValueError, match="unknown domain"):
-        S.load_domain("imagenet")
+        S.load_domain("no_such_domain")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
     with pytest.raises(S.DatasetNotFoundError) as info:
         S.load_domain("cub", data_dir=tmp_path)

@@ -19,3 +19,5 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert os.path.isfile(os.path.join(namespace["path"], "saved_model.pb"))
     recalls = eval(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(recalls) == {1, 2, 4, 8} and 0 < recalls[1] <= recalls[8] <= 1
+    assert os.path.isfile(os.path.join("saved_models", "universal_demo", "1", "saved_model.pb"))
+    assert namespace["universal"].student is namespace["student"]

@@ -101,14 +101,3 @@ def test_paper_specialist_recipes_in_smoke_mode(recipe, data_dir, tmp_path):
     assert os.path.isfile(tmp_path / "specialists" / domain / "model.keras")
     assert os.path.isfile(tmp_path / "saved_models" / f"specialist_{domain}" / "1" /
                           "saved_model.pb")
-
-
-def test_demo_recipe_in_smoke_mode(tmp_path):
-    report = _run("snd_universal_demo", tmp_path, "eval.ks=1,2")
-    rows = report["rows"]
-    domains = {"digits", "fashion", "glyphs"}
-    for d in domains:
-        for gallery in ("domain", "fused"):
-            assert any(r["model"] == f"specialist/{d}" and r["domain"] == d and
-                       r["gallery"] == gallery for r in rows)
-    assert set(rows[0]) >= {"model", "domain", "gallery", "recall@1", "recall@2"}

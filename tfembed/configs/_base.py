@@ -16,6 +16,24 @@ PAPER_SMOKE = {
 }
 
 
+# SND kernel width for L2-normalised embeddings (squared distances in [0, 4]). Paper 000 tunes σ by
+# self-distillation on one dataset and does not publish the value; this is the value our
+# self-distillation sweep picked (recipe snd_sigma_selfdistill_demo, README "Choosing σ").
+SND_SIGMA = 0.5
+
+
+# Smoke settings of the paper-scale universal recipes: PAPER_SMOKE plus a small CNN instead of
+# ResNet50 (the specialist recipes' smoke runs already build ResNet50; a universal recipe trains
+# up to ten models) and tiny universal stages.
+PAPER_UNIVERSAL_SMOKE = dict(PAPER_SMOKE, **{
+    "model.backbone": "small_cnn",
+    "universal.steps": 2,
+    "universal.steps_per_epoch": 2,
+    "universal.pca_max_images": 64,
+    "universal.tsne_max_points": 40,
+})
+
+
 def base_config():
     c = ml_collections.ConfigDict()
     c.recipe = ""
@@ -37,8 +55,52 @@ def base_config():
         images_per_class=4, optimizer="adam", learning_rate=1e-5, weight_decay=0.0,
         steps=20000, steps_per_epoch=500, flip=True))
     c.eval = ml_collections.ConfigDict(dict(ks=[1, 2, 4, 8], batch_size=128, every_n_epochs=1,
-                                            max_images_per_split=0, random_init_baseline=False))
+                                            max_images_per_split=0, random_init_baseline=False,
+                                            fused=True))
+    c.universal = universal_defaults()
     c.export = ml_collections.ConfigDict(dict(enabled=True, root=""))
+    return c
+
+
+def universal_defaults():
+    """The ``universal`` block (pipeline "universal", paper 000); see tfembed/training/universal.py.
+
+    steps / steps_per_epoch / learning_rate: 0 means "as in ``train``" (the specialists' setting).
+    policy: sampling of the distillation batches: ds (domain-specific, the paper's), bal, weighted.
+    weights: per-domain weights of the ``weighted`` policy (and of ``*_weighted`` baselines).
+    snd: sigma (teacher kernel width), student_sigma (0: same as sigma), perplexity (0: fixed
+      sigma; > 0: per-row sigma calibrated to this perplexity). rkd: RKD-DA weights (1:2).
+    domain_losses: {domain: loss name} replacing distillation for that domain (000 §5.3).
+    global_batch: under MirroredStrategy, SND/RKD on the all-gathered batch (the paper's loss).
+    fused_losses: the metric losses of the ``<loss>_<policy>`` baselines.
+    pca_max_images: training images per domain the concat_pca PCA is fitted on (0: all).
+    sigma_sweep: the σ values the self_distill pipeline compares.
+    diagnostics, tsne_max_points: write the figure PNG/JSON pairs; t-SNE points per domain.
+    export: the methods whose model is exported as a SavedModel.
+    """
+    return ml_collections.ConfigDict(dict(
+        methods=["concat_pca", "triplet_naive", "triplet_ds", "triplet_bal", "rkd", "snd"],
+        steps=0, steps_per_epoch=0, learning_rate=0.0,
+        policy="ds", weights=[],
+        snd=dict(sigma=SND_SIGMA, student_sigma=0.0, perplexity=0.0),
+        rkd=dict(distance_weight=1.0, angle_weight=2.0, delta=1.0),
+        domain_losses={}, domain_loss_kwargs={"margin": 0.2},
+        global_batch=True,
+        fused_losses={"triplet": {"loss": "triplet_semihard", "kwargs": {"margin": 0.2}},
+                      "ms": {"loss": "multi_similarity", "kwargs": {}}},
+        pca_max_images=10000,
+        sigma_sweep=[0.25, 0.5, 1.0, 2.0],
+        diagnostics=True,
+        tsne_max_points=1000,
+        export=["snd", "rkd"],
+    ))
+
+
+def paper_universal(domains):
+    """000 §5.2: the specialists of ``domains`` (paper settings), then every method of Table 2."""
+    c = base_config()
+    c.pipeline = "universal"
+    c.domains = list(domains)
     return c
 
 

@@ -14,6 +14,8 @@ On-disk layouts (``root`` may be the dataset directory itself or a directory tha
 * :func:`read_inshop` -- DeepFashion In-shop (``train`` / ``query`` / ``gallery``),
 * :func:`read_vehicleid` -- PKU VehicleID,
 * :func:`read_folder` -- a class-per-folder tree,
+* :func:`read_imagenet` -- ILSVRC2012 (``train/<wnid>/`` and ``val/``); unlike the others its train
+  and test splits share the same 1000 classes (paper 000 §5.3),
 
 plus :func:`read_tfds` (a tensorflow-datasets directory that already holds the prepared data; the
 encoded images are exported once to a file cache), :func:`read_demo` (the small in-memory demo
@@ -50,11 +52,13 @@ __all__ = [
     "read_inshop",
     "read_vehicleid",
     "read_folder",
+    "read_imagenet",
     "read_tfds",
     "read_demo",
     "load_domain",
     "available_domains",
     "IMAGE_EXTENSIONS",
+    "IMAGENET_EXTENSIONS",
     "DEMO_DOMAINS",
     "DATA_DIR_ENV",
 ]
@@ -97,6 +101,18 @@ _HOW_TO_GET = {
         "request PKU VehicleID (VehicleID_V1.0) from https://www.pkuml.org/resources/pku-vehicleid.html "
         "and extract it (it holds image/ and train_test_split/)"
     ),
+    "imagenet": (
+        "register at https://image-net.org/ and download ILSVRC2012 (the files are not public): "
+        "ILSVRC2012_img_train.tar (1000 per-class tars inside: extract each nXXXXXXXX.tar into "
+        "train/nXXXXXXXX/) and ILSVRC2012_img_val.tar (50,000 images, extract into val/), plus the "
+        "validation labels: ILSVRC2012_devkit_t12.tar.gz (data/ILSVRC2012_validation_ground_truth.txt "
+        "and data/meta.mat; extract it beside train/) or Kaggle's LOC_val_solution.csv, or sort val/ "
+        "into val/<wnid>/ folders (e.g. with the common valprep.sh); the Kaggle "
+        "'imagenet-object-localization-challenge' download (ILSVRC/Data/CLS-LOC/{train,val} with "
+        "LOC_val_solution.csv) works as is; or prepare the tfds dataset `imagenet2012` (manual "
+        "download into DIR/downloads/manual, then `tfds build imagenet2012 --data_dir=DIR`) and use "
+        "'tfds:imagenet2012'"
+    ),
 }
 
 # Known sub-directory names under which a dataset may sit inside the given root.
@@ -112,6 +128,16 @@ _SUBDIRS = {
         "inshop/In-shop Clothes Retrieval Benchmark",
     ),
     "vehicleid": ("VehicleID_V1.0", "VehicleID", "vehicleid", "vehicleid/VehicleID_V1.0"),
+    "imagenet": (
+        "ILSVRC2012",
+        "imagenet",
+        "ImageNet",
+        "imagenet2012",
+        "ILSVRC/Data/CLS-LOC",
+        "imagenet/ILSVRC2012",
+        "imagenet/ILSVRC/Data/CLS-LOC",
+        "imagenet-object-localization-challenge/ILSVRC/Data/CLS-LOC",
+    ),
 }
 
 # tfds datasets read_tfds understands: short domain name and the paper's class split.
@@ -119,6 +145,11 @@ _TFDS = {
     "caltech_birds2011": {"domain": "cub", "label": "label", "num_train_classes": 100},
     "cars196": {"domain": "cars", "label": "label", "num_train_classes": 98},
     "stanford_online_products": {"domain": "sop", "label": "class_id", "num_train_classes": None},
+    # Not class-disjoint: tfds train -> train, validation -> test (the unlabelled tfds test split is
+    # not exported); labels kept as they are (tfds orders the 1000 wnids lexicographically, the
+    # same order as read_imagenet).
+    "imagenet2012": {"domain": "imagenet", "label": "label", "num_train_classes": None,
+                     "splits": ("train", "validation"), "keep_labels": True},
 }
 _TFDS_FOR_DOMAIN = {v["domain"]: k for k, v in _TFDS.items()}
 
@@ -619,6 +650,267 @@ def read_folder(
 
 
 # --------------------------------------------------------------------------------------------------
+# ImageNet (ILSVRC2012)
+# --------------------------------------------------------------------------------------------------
+
+#: File name extensions (lower case) :func:`read_imagenet` lists (ILSVRC2012 uses ``.JPEG``).
+IMAGENET_EXTENSIONS = (".jpeg", ".jpg", ".png")
+_IMAGENET_VAL_DIRS = ("val", "validation")
+_LOC_CSV = "LOC_val_solution.csv"
+_DEVKIT_GT = "ILSVRC2012_validation_ground_truth.txt"
+_DEVKIT_META = "meta.mat"
+# Where the devkit's data/ files may sit, relative to a directory searched for label files.
+_DEVKIT_SUBDIRS = ("", "ILSVRC2012_devkit_t12/data", "devkit/data", "ILSVRC2012_devkit_t12",
+                   "devkit")
+
+
+def _scan_image_names(directory: str) -> List[str]:
+    """Sorted names of the image files directly in ``directory``: one ``os.scandir``, no per-file
+    ``stat`` for regular files (the directory entry type is enough). Hidden files (``.*``, e.g.
+    macOS ``._*`` companions) are left out."""
+    names = []
+    with os.scandir(directory) as it:
+        for e in it:
+            n = e.name
+            if (n[:1] != "." and os.path.splitext(n)[1].lower() in IMAGENET_EXTENSIONS
+                    and e.is_file()):
+                names.append(n)
+    names.sort()
+    return names
+
+
+def _scan_imagenet_dir(base: Path) -> Tuple[Dict[str, List[str]], List[str], int]:
+    """``({class folder: sorted image paths}, sorted flat image names, number of .tar files)`` for
+    one directory of the layout. Class folders are listed in parallel threads (I/O bound)."""
+    dirs, flat, tars = [], [], 0
+    with os.scandir(base) as it:
+        for e in it:
+            n = e.name
+            if n[:1] == ".":
+                continue
+            ext = os.path.splitext(n)[1].lower()
+            if ext in IMAGENET_EXTENSIONS and e.is_file():
+                flat.append(n)
+            elif e.is_dir():
+                dirs.append(n)
+            elif ext == ".tar":
+                tars += 1
+    dirs.sort()
+    flat.sort()
+    prefix = str(base) + os.sep
+
+    def listing(d):
+        return [prefix + d + os.sep + n for n in _scan_image_names(prefix + d)]
+
+    workers = max(1, min(32, 4 * (os.cpu_count() or 1), len(dirs)))
+    if workers == 1:
+        lists = [listing(d) for d in dirs]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            lists = list(pool.map(listing, dirs))
+    classes = {}
+    for d, files in zip(dirs, lists):
+        if files:
+            classes[d] = files
+        else:
+            logging.info("read_imagenet: %s holds no images, not a class", base / d)
+    return classes, flat, tars
+
+
+def _mat_struct_rows(path: Path, key: str) -> List[Dict[str, object]]:
+    """The records of the struct array ``key`` of a MATLAB file, fields as Python scalars/str."""
+    import scipy.io  # deferred: only the devkit layout needs scipy
+
+    mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=True)
+    if key not in mat:
+        raise ValueError(f"{path}: no {key!r} struct")
+    arr = np.atleast_1d(mat[key]).ravel()
+    names = arr.dtype.names or ()
+
+    def scalar(v):
+        v = np.asarray(v)
+        if v.size == 0:
+            return None
+        v = v.ravel()[0]
+        return v.item() if hasattr(v, "item") else v
+
+    return [{k: scalar(r[k]) for k in names} for r in arr]
+
+
+def _imagenet_val_number(name: str) -> Optional[int]:
+    """``ILSVRC2012_val_00000042.JPEG`` -> 42 (None for other names)."""
+    tail = os.path.splitext(name)[0].rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _read_loc_csv(path: Path) -> Dict[str, str]:
+    """Kaggle ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the prediction string starts
+    with the wnid of the image's class): ``{image id (file stem): wnid}``."""
+    import csv
+
+    out = {}
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        for row in csv.reader(f):
+            if len(row) < 2 or row[0] == "ImageId" or not row[1].split():
+                continue
+            out[row[0].strip()] = row[1].split()[0]
+    if not out:
+        raise ValueError(f"{path}: no 'ImageId,PredictionString' rows")
+    return out
+
+
+def _read_devkit_labels(gt: Path, meta: Path) -> Dict[int, str]:
+    """ILSVRC2012 devkit: ``{validation image number (1-based): wnid}`` from the ground-truth file
+    (one ``ILSVRC2012_ID`` per line, line i for ``ILSVRC2012_val_<i>``) and ``meta.mat``
+    (``synsets`` with ``ILSVRC2012_ID`` and ``WNID``; ids 1..1000 are the leaf classes)."""
+    id_to_wnid = {}
+    for r in _mat_struct_rows(meta, "synsets"):
+        if r.get("ILSVRC2012_ID") is None or r.get("WNID") is None:
+            raise ValueError(f"{meta}: synsets without ILSVRC2012_ID / WNID fields")
+        id_to_wnid[int(r["ILSVRC2012_ID"])] = str(r["WNID"])
+    out = {}
+    for i, row in enumerate(_read_rows(gt), start=1):
+        cid = int(row[0])
+        if cid not in id_to_wnid:
+            raise ValueError(f"{gt}: line {i}: ILSVRC2012_ID {cid} is not in {meta}")
+        out[i] = id_to_wnid[cid]
+    return out
+
+
+def _imagenet_flat_val_labels(label_dirs: Sequence[Path], val_dir: Path,
+                              names: Sequence[str]) -> Tuple[List[str], Path]:
+    """The wnid of each flat validation image ``names`` (files in ``val_dir``) and the label file
+    used: ``LOC_val_solution.csv`` first, else the devkit files, searched in ``label_dirs``."""
+    for d in label_dirs:
+        csv_path = d / _LOC_CSV
+        if csv_path.is_file():
+            table = _read_loc_csv(csv_path)
+            wnids = [table.get(os.path.splitext(n)[0]) for n in names]
+            source = csv_path
+            break
+        found = None
+        for sub in _DEVKIT_SUBDIRS:
+            gt, meta = d / sub / _DEVKIT_GT, d / sub / _DEVKIT_META
+            if gt.is_file() and meta.is_file():
+                found = (gt, meta)
+                break
+        if found:
+            table = _read_devkit_labels(*found)
+            wnids = [table.get(_imagenet_val_number(n)) for n in names]
+            source = found[0]
+            break
+    else:
+        devkit = ", ".join(f"{sub + '/' if sub else ''}{_DEVKIT_GT} + meta.mat"
+                           for sub in _DEVKIT_SUBDIRS)
+        raise DatasetNotFoundError(
+            "imagenet", label_dirs,
+            f"labels for the {len(names)} validation images directly in {val_dir}: {_LOC_CSV} "
+            f"(Kaggle) or the ILSVRC2012 devkit's {_DEVKIT_GT} with {_DEVKIT_META} in the same "
+            f"directory (looked for {devkit}); or val/ sorted into val/<wnid>/ folders",
+            _HOW_TO_GET["imagenet"])
+    missing = [n for n, w in zip(names, wnids) if w is None]
+    if missing:
+        raise ValueError(f"{source}: no label for {len(missing)} of the {len(names)} images in "
+                         f"{val_dir} (e.g. {missing[:3]})")
+    return wnids, source
+
+
+def read_imagenet(root: PathLike, verify: bool = False, on_bad_image: str = "skip") -> Domain:
+    """ImageNet (ILSVRC2012): ``train`` = the training images, ``test`` = the validation images
+    (paper 000 §5.3: 1,281,167 and 50,000). Unlike the other domains train and test share the
+    same classes.
+
+    ``root`` is the directory holding ``train/`` or one containing it under a known name
+    (``ILSVRC2012``, ``imagenet``, ``ILSVRC/Data/CLS-LOC`` -- the Kaggle download --, ...).
+    Layouts:
+
+    * ``train/<wnid>/*.JPEG`` (one folder per synset, the per-class tars extracted);
+    * ``val/<wnid>/*.JPEG`` (the common "valprep" layout), or flat ``val/ILSVRC2012_val_*.JPEG``
+      labelled by Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``, the string
+      starting with the wnid) or by the devkit's ``ILSVRC2012_validation_ground_truth.txt``
+      (1-based ``ILSVRC2012_ID`` per line) with ``meta.mat`` (``synsets``: ``ILSVRC2012_ID`` ->
+      ``WNID``). Label files are looked for beside ``train/``, in its parent, in ``root`` and,
+      for ``ILSVRC/Data/CLS-LOC``, in the Kaggle root; the devkit files also in
+      ``ILSVRC2012_devkit_t12/data/`` and ``devkit/data/``. ``validation/`` works as ``val/``.
+
+    Labels: the wnids sorted lexicographically -> ``0..num_classes-1`` (the standard
+    Keras / tfds ``imagenet2012`` index order), the same mapping for train and test. Files
+    ``.JPEG``/``.jpeg``/``.jpg``/``.png`` in any letter case, listed with ``os.scandir`` (no glob,
+    no per-file stat), sorted by name within a class; flat validation images by name.
+
+    ``verify`` defaults to False because checking all 1.33M files takes a long time. Unverified,
+    an unreadable file is only met when the training pipeline decodes it
+    (``preprocess.make_loader`` -> ``preprocess_ops.decode_image`` -> ``tf.io.decode_image``):
+    that raises ``tf.errors.InvalidArgumentError``, which ends the ``tf.data`` iteration and so
+    stops training -- nothing skips it. The official archives hold no unreadable file; their
+    oddities decode fine, because ``tf.io.decode_image`` sniffs the content rather than trusting
+    the extension: the CMYK JPEGs (22 training images and one validation image) and the PNG saved
+    as ``n02105855_2933.JPEG``; :func:`verify_images` accepts them too. ``verify=True`` checks every
+    file with :func:`verify_images` and skips (``on_bad_image="skip"``, counted in
+    :attr:`Split.skipped`) or raises (``"error"``) on bad ones.
+
+    Missing data, or flat validation images without a label file, raise
+    :class:`DatasetNotFoundError` naming every path and file looked for.
+    """
+    _check_on_bad_image(on_bad_image)
+    expected = ("train/<wnid>/*.JPEG (one folder per class) and val/ (val/<wnid>/*.JPEG, or flat "
+                f"val/ILSVRC2012_val_*.JPEG with {_LOC_CSV} or the devkit's {_DEVKIT_GT} + "
+                f"{_DEVKIT_META})")
+    if root is None:
+        raise DatasetNotFoundError("imagenet", [], expected + " (no root directory was given)",
+                                   _HOW_TO_GET["imagenet"])
+    base = _abs(root)
+    candidates = [base] + [base / s for s in _SUBDIRS["imagenet"]]
+    d = next((c for c in candidates if (c / "train").is_dir()), None)
+    if d is None:
+        raise DatasetNotFoundError("imagenet", candidates, expected, _HOW_TO_GET["imagenet"])
+    val_dir = _require("imagenet", d, _IMAGENET_VAL_DIRS, is_dir=True)
+
+    train, train_flat, tars = _scan_imagenet_dir(d / "train")
+    if not train:
+        hint = (f" ({tars} .tar files found: extract each per-class nXXXXXXXX.tar into "
+                "train/nXXXXXXXX/)" if tars else "")
+        raise DatasetNotFoundError("imagenet", [d / "train"],
+                                   "class folders train/<wnid>/ holding images" + hint,
+                                   _HOW_TO_GET["imagenet"])
+    if train_flat:
+        logging.warning("read_imagenet: %d images directly in %s are not in a class folder; "
+                        "ignored", len(train_flat), d / "train")
+
+    val, val_flat, _ = _scan_imagenet_dir(val_dir)
+    if val:
+        if val_flat:
+            logging.warning("read_imagenet: %s has class folders and %d images outside them; the "
+                            "loose images are ignored", val_dir, len(val_flat))
+        val_paths = [p for w in val for p in val[w]]
+        val_wnids = [w for w in val for _ in val[w]]
+    elif val_flat:
+        label_dirs = [d, d.parent, base]
+        if d.parts[-3:] == ("ILSVRC", "Data", "CLS-LOC"):
+            label_dirs.append(d.parents[2])  # Kaggle: LOC_val_solution.csv beside ILSVRC/
+        label_dirs = list(dict.fromkeys(label_dirs))
+        val_wnids, source = _imagenet_flat_val_labels(label_dirs, val_dir, val_flat)
+        logging.info("read_imagenet: validation labels from %s", source)
+        prefix = str(val_dir) + os.sep
+        val_paths = [prefix + n for n in val_flat]
+    else:
+        raise DatasetNotFoundError("imagenet", [val_dir], "validation images in val/ (flat or in "
+                                   "val/<wnid>/ folders)", _HOW_TO_GET["imagenet"])
+
+    train_set, val_set = set(train), set(val_wnids)
+    if train_set != val_set:
+        logging.warning("read_imagenet: %d classes only in train, %d only in val (e.g. %s); labels "
+                        "cover the union", len(train_set - val_set), len(val_set - train_set),
+                        sorted(train_set ^ val_set)[:3])
+    index = {w: i for i, w in enumerate(sorted(train_set | val_set))}
+    train_labels = np.concatenate([np.full(len(train[w]), index[w], np.int64) for w in train])
+    train_paths = [p for w in train for p in train[w]]
+    val_labels = np.fromiter((index[w] for w in val_wnids), np.int64, len(val_wnids))
+    splits = {"train": (train_paths, train_labels, None), "test": (val_paths, val_labels, None)}
+    return _domain_from_lists("imagenet", splits, len(index), verify, on_bad_image)
+
+
+# --------------------------------------------------------------------------------------------------
 # tensorflow-datasets
 # --------------------------------------------------------------------------------------------------
 
@@ -675,17 +967,18 @@ def _read_cache(cache_dir: Path) -> Optional[dict]:
     return info
 
 
-def _export_tfds(builder, name: str, label_key: str, cache_dir: Path) -> dict:
-    """Write every example's encoded image to ``cache_dir`` (each file via a temporary name and a
-    rename; files already written by an interrupted export are kept), then the index, then
-    ``_COMPLETE``."""
+def _export_tfds(builder, name: str, label_key: str, cache_dir: Path,
+                 splits: Sequence[str] = ("train", "test")) -> dict:
+    """Write every example of the tfds ``splits`` as its encoded image to ``cache_dir`` (each file
+    via a temporary name and a rename; files already written by an interrupted export are kept),
+    then the index, then ``_COMPLETE``."""
     import tensorflow_datasets as tfds
 
     features = builder.info.features
     decoders = {k: tfds.decode.SkipDecoding() for k in ("image", "segmentation_mask") if k in features}
     cache_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for split in ("train", "test"):
+    for split in splits:
         ds = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
         for i, ex in enumerate(ds.as_numpy_iterator()):
             data = bytes(ex["image"])
@@ -724,10 +1017,12 @@ def read_tfds(
     """A dataset already prepared by tensorflow-datasets, as a path-based Domain.
 
     Supported: ``caltech_birds2011`` (labels < 100 train), ``cars196`` (labels < 98 train; both
-    tfds splits merged) and ``stanford_online_products`` (tfds train/test, labels from
-    ``class_id``). The encoded images are written once to ``cache_dir`` (default
-    ``~/.cache/tfembed/tfds/<name>``) and re-used on later calls; an interrupted export has no
-    ``_COMPLETE`` marker and is redone. Never downloads: when tfds does not have the data in
+    tfds splits merged), ``stanford_online_products`` (tfds train/test, labels from
+    ``class_id``) and ``imagenet2012`` (tfds train -> train, validation -> test, the same 1000
+    classes in both, tfds labels kept: lexicographic wnid order as in :func:`read_imagenet`; the
+    export copies all ~1.33M JPEGs, about as much disk as the tfds data). The encoded images are
+    written once to ``cache_dir`` (default ``~/.cache/tfembed/tfds/<name>``) and re-used on later
+    calls; an interrupted export has no ``_COMPLETE`` marker and is redone. Never downloads: when tfds does not have the data in
     ``data_dir`` (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) it raises
     :class:`DatasetNotFoundError`.
     """
@@ -755,7 +1050,7 @@ def read_tfds(
                 f"https://www.tensorflow.org/datasets/catalog/{name})",
             )
         logging.info("tfds %s: exporting the encoded images to %s (once)", name, cache)
-        _export_tfds(builder, name, spec["label"], cache)
+        _export_tfds(builder, name, spec["label"], cache, spec.get("splits", ("train", "test")))
     rows = [line.split("\t") for line in
             (cache / _INDEX).read_text(encoding="utf-8").splitlines() if line]
     paths = [str(cache / r[0]) for r in rows]
@@ -773,10 +1068,15 @@ def read_tfds(
     train_ids = [c for c, t in zip(raw, in_train) if t]
     test_ids = [c for c, t in zip(raw, in_train) if not t]
     overlap = set(train_ids) & set(test_ids)
-    if overlap:
-        logging.warning("tfds %s: %d class ids occur in both train and test; they share a label",
-                        name, len(overlap))
-    mapping = _contiguous(train_ids, test_ids)
+    if spec.get("keep_labels"):  # train and test share classes by design (imagenet2012)
+        mapping = {c: c for c in sorted(set(raw))}
+        num_classes = max(raw) + 1 if raw else 0
+    else:
+        if overlap:
+            logging.warning("tfds %s: %d class ids occur in both train and test; they share a "
+                            "label", name, len(overlap))
+        mapping = _contiguous(train_ids, test_ids)
+        num_classes = len(mapping)
     out = {"train": ([], [], []), "test": ([], [], [])}
     for i, (p, c, t) in enumerate(zip(paths, raw, in_train)):
         s = out["train" if t else "test"]
@@ -785,7 +1085,7 @@ def read_tfds(
         s[2].append(i)
     splits = {s: (ps, ls, None if boxes is None else boxes[idx].reshape(-1, 4))
               for s, (ps, ls, idx) in out.items()}
-    return _domain_from_lists(spec["domain"], splits, len(mapping), verify, on_bad_image)
+    return _domain_from_lists(spec["domain"], splits, num_classes, verify, on_bad_image)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -871,6 +1171,7 @@ _DISK_READERS: Dict[str, Callable[..., Domain]] = {
     "sop": read_sop,
     "inshop": read_inshop,
     "vehicleid": read_vehicleid,
+    "imagenet": read_imagenet,
 }
 
 
@@ -880,12 +1181,14 @@ def available_domains() -> List[str]:
 
 
 def _tfds_fallback(name: str, data_dir: Optional[PathLike], kwargs: dict):
-    """For cub/cars/sop without an on-disk copy: a prepared tfds dataset (or its finished export).
-    Returns None when there is none (checked on disk first, without importing tfds)."""
+    """For cub/cars/sop/imagenet without an on-disk copy: a prepared tfds dataset (or its finished
+    export). Returns None when there is none (checked on disk first, without importing tfds)."""
     tfds_name = _TFDS_FOR_DOMAIN.get(name)
     if tfds_name is None:
         return None
     options = {k: v for k, v in kwargs.items() if k in ("verify", "on_bad_image", "cache_dir")}
+    if name == "imagenet":  # same default as read_imagenet: verifying 1.33M files takes long
+        options.setdefault("verify", False)
     cache = _abs(options["cache_dir"]) if options.get("cache_dir") else _default_cache_dir(tfds_name)
     dirs = ([_abs(data_dir)] if data_dir is not None else []) + [_default_tfds_data_dir()]
     for d in dirs:
@@ -900,11 +1203,11 @@ def _tfds_fallback(name: str, data_dir: Optional[PathLike], kwargs: dict):
 def load_domain(name: str, data_dir: Optional[PathLike] = None, **kwargs) -> Domain:
     """A domain by name.
 
-    Names: ``cub``, ``cars``, ``sop``, ``inshop``, ``vehicleid`` (on-disk layouts found in or under
-    ``data_dir``; for cub/cars/sop a tfds-prepared copy in ``data_dir`` or the default tfds data dir
-    is the fallback), ``folder:<path>`` (``<path>`` relative to ``data_dir`` unless absolute),
-    ``tfds:<tfds_name>``, and the demo domains ``digits``, ``fashion``, ``glyphs``. ``data_dir``
-    defaults to ``$TFEMBED_DATA_DIR``, else ``./data``. ``kwargs`` go to the reader (``verify``,
+    Names: ``cub``, ``cars``, ``sop``, ``inshop``, ``vehicleid``, ``imagenet`` (on-disk layouts
+    found in or under ``data_dir``; for cub/cars/sop/imagenet a tfds-prepared copy in ``data_dir``
+    or the default tfds data dir is the fallback), ``folder:<path>`` (``<path>`` relative to
+    ``data_dir`` unless absolute), ``tfds:<tfds_name>``, and the demo domains ``digits``,
+    ``fashion``, ``glyphs``. ``data_dir`` defaults to ``$TFEMBED_DATA_DIR``, else ``./data``. ``kwargs`` go to the reader (``verify``,
     ``on_bad_image``, ...).
     """
     if name in DEMO_DOMAINS:

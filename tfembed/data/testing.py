@@ -30,6 +30,7 @@ __all__ = [
     "make_sop_layout",
     "make_inshop_layout",
     "make_vehicleid_layout",
+    "make_imagenet_layout",
 ]
 
 
@@ -335,4 +336,102 @@ def make_vehicleid_layout(
                 rows.append(f"{name} {ids[k % len(ids)]}")
         (root / "train_test_split").mkdir(parents=True, exist_ok=True)
         (root / "train_test_split" / fname).write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _imagenet_meta_struct(rows):
+    """``synsets`` as a MATLAB struct array ``(N, 1)`` like the devkit's ``meta.mat``: rows of
+    ``(ILSVRC2012_ID, WNID, words, num_children)``."""
+    fields = ["ILSVRC2012_ID", "WNID", "words", "num_children"]
+    arr = np.zeros((len(rows), 1), dtype=[(f, "O") for f in fields])
+    for i, (cid, wnid, words, children) in enumerate(rows):
+        arr[i, 0] = (np.array([[float(cid)]]), np.array([wnid]), np.array([words]),
+                     np.array([[float(children)]]))
+    return arr
+
+
+def make_imagenet_layout(
+    root: PathLike,
+    num_classes: int = 3,
+    train_per_class: int = 3,
+    val_per_class: int = 2,
+    val_layout: str = "folders",
+    rng=None,
+    size: Tuple[int, int] = (40, 32),
+    corrupt: int = 0,
+    quirks: bool = False,
+    label_dir: PathLike = None,
+) -> Path:
+    """ILSVRC2012 in miniature: ``train/<wnid>/<wnid>_<k>.JPEG`` and the validation images
+    ``ILSVRC2012_val_<NNNNNNNN>.JPEG``, numbered ``1..num_classes*val_per_class`` in a random
+    class order (the same numbers for every ``val_layout`` given the same ``rng`` seed).
+
+    The wnids (``n`` + 8 random digits, from ``rng``, default ``np.random.default_rng(0)``) are
+    created in an order that is generally not the sorted one; class ``i`` in creation order gets
+    ``class_image(i, ...)`` pixels. ``val_layout``:
+
+    * ``"folders"``: ``val/<wnid>/ILSVRC2012_val_*.JPEG`` (valprep);
+    * ``"loc_csv"``: flat ``val/`` plus Kaggle's ``LOC_val_solution.csv`` (``ImageId,
+      PredictionString``) in ``label_dir`` (default ``root``);
+    * ``"devkit"``: flat ``val/`` plus ``ILSVRC2012_validation_ground_truth.txt`` and ``meta.mat``
+      in ``label_dir`` (default ``root/ILSVRC2012_devkit_t12/data``). As in the real devkit the
+      leaf ``ILSVRC2012_ID`` s ``1..num_classes`` are in a random (not wnid) order, and two non-leaf
+      synsets follow.
+
+    ``corrupt`` adds random-byte ``.JPEG`` files to the first class's training folder. ``quirks``
+    turns the first two training images of that class into the ILSVRC2012 oddities: a CMYK JPEG
+    and a PNG named ``.JPEG`` (both decodable; the counts do not change).
+    """
+    if val_layout not in ("folders", "loc_csv", "devkit"):
+        raise ValueError(f"val_layout must be 'folders', 'loc_csv' or 'devkit', got {val_layout!r}")
+    root = Path(root)
+    rng = np.random.default_rng(0) if rng is None else rng
+    numbers = rng.choice(10 ** 8, size=num_classes + 2, replace=False)
+    wnids = [f"n{int(v):08d}" for v in numbers[:num_classes]]
+    inner = [f"n{int(v):08d}" for v in numbers[num_classes:]]  # non-leaf synsets (devkit)
+    for ci, w in enumerate(wnids):
+        for k in range(train_per_class):
+            path = root / "train" / w / f"{w}_{k + 1}.JPEG"
+            pixels = class_image(ci, k, size)
+            if quirks and ci == 0 and k == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).convert("CMYK").save(path, "JPEG", quality=90)
+            elif quirks and ci == 0 and k == 1:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path, "PNG")
+            else:
+                write_image(path, pixels)
+    for k in range(corrupt):
+        write_corrupt(root / "train" / wnids[0] / f"{wnids[0]}_corrupt_{k}.JPEG", seed=k)
+    # validation image number -> (class index, image index within the class)
+    order = rng.permutation(num_classes * val_per_class)
+    val = {}
+    for n, j in enumerate(order, start=1):
+        val[n] = (int(j) // val_per_class, int(j) % val_per_class)
+    for n, (ci, k) in val.items():
+        name = f"ILSVRC2012_val_{n:08d}.JPEG"
+        sub = wnids[ci] if val_layout == "folders" else ""
+        write_image(root / "val" / sub / name, class_image(ci, train_per_class + k, size))
+    if val_layout == "loc_csv":
+        target = Path(label_dir) if label_dir is not None else root
+        target.mkdir(parents=True, exist_ok=True)
+        h, w = size
+        lines = ["ImageId,PredictionString"]
+        for n, (ci, _) in sorted(val.items(), key=lambda kv: -kv[0]):  # any order works
+            box = f"{2} {1} {w - 3} {h - 2}"
+            lines.append(f"ILSVRC2012_val_{n:08d},{wnids[ci]} {box} {wnids[ci]} {box} ")
+        (target / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    elif val_layout == "devkit":
+        import scipy.io
+
+        target = (Path(label_dir) if label_dir is not None
+                  else root / "ILSVRC2012_devkit_t12" / "data")
+        target.mkdir(parents=True, exist_ok=True)
+        ids = rng.permutation(num_classes) + 1  # ILSVRC2012_ID of class ci: ids[ci]
+        rows = [(int(ids[ci]), w, f"synset {w}", 0) for ci, w in enumerate(wnids)]
+        rows.sort(key=lambda r: r[0])
+        rows += [(num_classes + 1 + i, w, f"inner {w}", 2) for i, w in enumerate(inner)]
+        scipy.io.savemat(str(target / "meta.mat"), {"synsets": _imagenet_meta_struct(rows)})
+        gt = [str(int(ids[val[n][0]])) for n in sorted(val)]
+        (target / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(gt) + "\n")
     return root

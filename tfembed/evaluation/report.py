@@ -105,6 +105,38 @@ def format_table(rows: Sequence[dict], ks: Sequence[int] = (1, 2, 4, 8)) -> str:
     return "\n".join(out)
 
 
+def format_paper_table(rows: Sequence[dict], gallery: str = "fused",
+                       ks: Sequence[int] = (1, 2, 4)) -> str:
+    """Rows of one gallery laid out as paper 000's Table 2: one line per model, per domain
+    ``R@k`` columns, then the average over domains. Models keep their order of appearance.
+    """
+    ks = tuple(int(k) for k in ks)
+    picked = [r for r in rows if r.get("gallery") == gallery]
+    domains = list(OrderedDict((r["domain"], None) for r in picked))
+    models = list(OrderedDict((r["model"], None) for r in picked))
+    cell = {(r["model"], r["domain"]): r for r in picked}
+    header = ["model"] + [f"{d} R@{k}" for d in domains + ["average"] for k in ks]
+    body = []
+    for model in models:
+        line = [model]
+        per_k = {k: [] for k in ks}
+        for d in domains:
+            r = cell.get((model, d), {})
+            for k in ks:
+                v = r.get(f"recall@{k}")
+                line.append(_fmt(v))
+                if v is not None:
+                    per_k[k].append(float(v))
+        line += [_fmt(sum(v) / len(v)) if v else "-" for v in per_k.values()]
+        body.append(line)
+    widths = [max(len(str(c[i])) for c in [header] + body) for i in range(len(header))]
+    fmt = lambda cells: "  ".join(  # noqa: E731
+        [str(cells[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in
+                                            zip(cells[1:], widths[1:])])
+    out = [f"[gallery: {gallery}]", fmt(header), "-" * len(fmt(header))]
+    return "\n".join(out + [fmt(b) for b in body])
+
+
 def _jsonable(value):
     """Converts configs/results to plain JSON types (dicts, lists, str, int, float, bool, None)."""
     if hasattr(value, "to_dict") and callable(value.to_dict):  # ml_collections.ConfigDict & co

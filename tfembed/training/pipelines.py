@@ -2,6 +2,12 @@
 
 ``specialists``: train (or load) one specialist per domain, evaluate every specialist on every
 domain (own gallery and fused gallery), write report.json, export the models.
+
+``universal`` (paper 000): the specialists, then every method of ``universal.methods`` (the
+concatenation and fused-training baselines, the SND/RKD-distilled universal embedding), each
+evaluated per domain and on the fused gallery into one report.json (rewritten after every method,
+so an interrupted run keeps what it finished), the diagnostics of paper 000's figures, and the
+export of the universal models.
 """
 
 import json
@@ -15,11 +21,12 @@ from absl import logging
 from tfembed import export as export_lib
 from tfembed.data.preprocess import default_label_offsets
 from tfembed.data.sources import load_domain
-from tfembed.evaluation.domains import evaluate_model
-from tfembed.evaluation.report import write_report
+from tfembed.evaluation.domains import embed_domains, evaluate_embeddings, evaluate_model
+from tfembed.evaluation.report import format_paper_table, write_report
 from tfembed.models import load_embedder
 from tfembed.training.specialist import build_model, train_specialist
 from tfembed.training.strategy import get_strategy
+from tfembed.training import universal as universal_lib
 
 PIPELINES = {}
 
@@ -125,4 +132,80 @@ def run_specialists(config, workdir):
                                **_image_sizes(config))
     write_report(workdir, config.recipe, config.to_dict(), rows)
     export_models(config, workdir, [(f"specialist_{d.name}", m) for d, m in zip(domains, models)])
+    return rows
+
+
+@pipeline("universal")
+def run_universal(config, workdir):
+    strategy = get_strategy(config.get("strategy", "default"))
+    domains = load_domains(config)
+    offsets = default_label_offsets(domains)
+    methods = list(config.universal.methods)
+    kinds = {m: universal_lib.parse_method(m, config)[0] for m in methods}  # typos fail early
+    specialists = specialists_for(config, domains, workdir, strategy)
+    ks = tuple(config.eval.ks)
+    fused = bool(config.eval.get("fused", True)) and len(domains) > 1
+    sizes = _image_sizes(config)
+    rows, embedded, histories, models = [], {}, {}, {}
+
+    def evaluate(name, model):
+        embedded[name] = embed_domains(model, domains, offsets,
+                                       batch_size=int(config.eval.batch_size), **sizes)
+        rows.extend(evaluate_embeddings(name, embedded[name], ks, fused=fused))
+        write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+
+    if config.eval.get("random_init_baseline", False):
+        with strategy.scope():
+            evaluate("baseline/random_init", build_model(config.model, name="random_init"))
+    for domain, model in zip(domains, specialists):
+        evaluate(f"specialist/{domain.name}", model)
+    for method in methods:
+        name = universal_lib.row_name(method)
+        run_dir = os.path.join(workdir, name)
+        if kinds[method] == "concat_pca":
+            model = universal_lib.build_concat_pca(specialists, domains, config, strategy)
+        elif kinds[method] == "fused":
+            model, histories[name] = universal_lib.train_fused(
+                method, domains, offsets, config, run_dir, strategy)
+        else:
+            model, histories[name] = universal_lib.train_distilled(
+                method, domains, offsets, specialists, config, run_dir, strategy)
+        models[name] = model
+        evaluate(name, model)
+    write_report(workdir, config.recipe, config.to_dict(), rows)
+    for gallery in ("domain", "fused") if fused else ("domain",):
+        print(format_paper_table(rows, gallery, ks=[k for k in ks if k <= 8]))
+    if config.universal.get("diagnostics", True):
+        from tfembed.training.diagnostics import write_universal_diagnostics  # noqa: PLC0415
+        write_universal_diagnostics(workdir, domains, specialists, embedded, histories, config)
+    export = [m for m in config.universal.get("export", []) if m in methods]
+    export_models(config, workdir, [(universal_lib.row_name(m).replace("/", "_"),
+                                     models[universal_lib.row_name(m)]) for m in export])
+    return rows
+
+
+@pipeline("self_distill")
+def run_self_distill(config, workdir):
+    """Chooses SND's σ as paper 000 §5 does: distill a specialist into a fresh student of the
+    same domain (self-distillation) for each σ of ``universal.sigma_sweep`` and compare Recall@K.
+    Rows: ``specialist/<domain>`` and ``self_distill/sigma=<σ>``."""
+    strategy = get_strategy(config.get("strategy", "default"))
+    domains = load_domains(config)
+    if len(domains) != 1:
+        raise ValueError(f"self_distill takes one domain, got {list(config.domains)}")
+    offsets = [0]
+    (specialist,) = specialists_for(config, domains, workdir, strategy)
+    kw = dict(ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
+              **_image_sizes(config))
+    rows = evaluate_model(f"specialist/{domains[0].name}", specialist, domains, offsets, **kw)
+    for sigma in config.universal.sigma_sweep:
+        trial = config.copy_and_resolve_references()
+        trial.universal.snd.sigma = float(sigma)
+        model, _ = universal_lib.train_distilled(
+            "snd", domains, offsets, [specialist], trial,
+            os.path.join(workdir, "self_distill", f"sigma_{float(sigma):g}"), strategy)
+        rows += evaluate_model(f"self_distill/sigma={float(sigma):g}", model, domains, offsets,
+                               **kw)
+        write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+    write_report(workdir, config.recipe, config.to_dict(), rows)
     return rows

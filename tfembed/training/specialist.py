@@ -64,12 +64,12 @@ def eval_sets(domains, offsets, config, multi_domain_input=False):
     return sets
 
 
-def standard_callbacks(run_dir, recall_callback=None):
+def standard_callbacks(run_dir, recall_callback=None, checkpoint=None):
     """Recall@K (first, so the others see its logs), TensorBoard, checkpoint, backup."""
     callbacks = [recall_callback] if recall_callback is not None else []
     callbacks += [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoint.keras")),
+        checkpoint or keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoint.keras")),
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
     ]
     return callbacks
@@ -99,13 +99,24 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
         [domain.train], int(t.classes_per_batch), int(t.images_per_class),
         image_size=int(m.image_size), resize_size=int(m.resize_size), flip=bool(t.flip),
         seed=int(config.seed))
-    steps_per_epoch = int(t.steps_per_epoch)
-    epochs = max(1, int(np.ceil(int(t.steps) / steps_per_epoch)))
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
-    logging.info("training %s on %s: %d steps of %d images", model.name, domain.name,
-                 epochs * steps_per_epoch, int(t.classes_per_batch) * int(t.images_per_class))
-    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-              callbacks=standard_callbacks(run_dir, recall), verbose=2)
+    fit_for_steps(model, train_ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
+                  what=f"{model.name} on {domain.name}",
+                  batch_size=int(t.classes_per_batch) * int(t.images_per_class))
     model.save(os.path.join(run_dir, "model.keras"))
     return model, recall.history
+
+
+def fit_for_steps(model, train_ds, steps, steps_per_epoch, run_dir, recall_callback, what,
+                  batch_size, checkpoint=None):
+    """``model.fit`` for ``steps`` steps (rounded up to whole epochs) with the standard callbacks.
+
+    ``checkpoint``: a callback saving the model each epoch (default ``ModelCheckpoint`` on the
+    model itself; distillers pass one that saves only the student).
+    """
+    steps_per_epoch = max(1, min(int(steps_per_epoch), int(steps)))
+    epochs = max(1, int(np.ceil(steps / steps_per_epoch)))
+    logging.info("training %s: %d steps of %d images", what, epochs * steps_per_epoch, batch_size)
+    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=standard_callbacks(run_dir, recall_callback, checkpoint), verbose=2)

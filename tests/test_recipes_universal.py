@@ -1,0 +1,172 @@
+"""The universal (paper 000) recipes end to end in smoke mode, and what they leave behind."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfembed import cli
+from tfembed.data import testing
+from tfembed.models import build_embedder
+from tfembed.training.universal import row_name
+
+PAPER_UNIVERSAL = {
+    # recipe: (domains, methods)
+    "snd_universal": (["cub", "cars", "inshop"], ["snd"]),
+    "rkd_universal": (["cub", "cars", "inshop"], ["rkd"]),
+    "baseline_concat_pca": (["cub", "cars", "inshop"], ["concat_pca"]),
+    "baseline_triplet_fused": (["cub", "cars", "inshop"],
+                               ["triplet_naive", "triplet_ds", "triplet_bal"]),
+    "universal_table2": (["cub", "cars", "inshop"], ["concat_pca", "triplet_naive", "triplet_ds",
+                                                     "triplet_bal", "rkd", "snd"]),
+    "universal_table4": (["cub", "cars", "inshop"], ["concat_pca", "ms_naive", "ms_ds", "ms_bal",
+                                                     "rkd", "snd"]),
+    "snd_universal_sop_vid_inshop": (["sop", "vehicleid", "inshop"], ["snd"]),
+    "snd_imagenet_cub": (["imagenet", "cub"], ["concat_pca", "triplet_weighted", "rkd", "snd"]),
+    "snd_imagenet_cars": (["imagenet", "cars"], ["concat_pca", "triplet_weighted", "rkd", "snd"]),
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    testing.make_cub_layout(root / "CUB_200_2011", per_class=4)
+    testing.make_cars_layout(root / "cars196", per_class=4)
+    testing.make_sop_layout(root / "Stanford_Online_Products", per_class=4)
+    testing.make_inshop_layout(root / "inshop", per_item=4)
+    testing.make_vehicleid_layout(root / "VehicleID_V1.0")
+    testing.make_imagenet_layout(root / "ILSVRC2012", num_classes=3, train_per_class=4,
+                                 val_per_class=2, rng=np.random.default_rng(0))
+    return root
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Untrained smoke-sized specialists (what --set teachers=... takes), one file per domain."""
+    root = tmp_path_factory.mktemp("teachers")
+    paths = {}
+    for i, name in enumerate(["cub", "cars", "inshop", "sop", "vehicleid", "imagenet"]):
+        keras.utils.set_random_seed(i)
+        model = build_embedder("small_cnn", 128, (32, 32, 3), name=f"specialist_{name}")
+        paths[name] = str(root / f"{name}.keras")
+        model.save(paths[name])
+    return paths
+
+
+def _run(recipe, workdir, *sets):
+    keras.backend.clear_session()
+    argv = ["tfembed-train", "--recipe", recipe, "--workdir", str(workdir),
+            "--set", "smoke=true", *[a for s in sets for a in ("--set", s)]]
+    assert cli.train_main(argv) == 0
+    with open(os.path.join(workdir, "report.json")) as f:
+        return json.load(f)
+
+
+def _assert_rows(rows, models, domains, galleries):
+    have = {(r["model"], r["domain"], r["gallery"]) for r in rows}
+    for model in models:
+        for d in domains:
+            for g in galleries:
+                assert (model, d, g) in have, (model, d, g)
+    for r in rows:
+        values = [r[k] for k in sorted(r) if k.startswith("recall@")]
+        assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values), r
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER_UNIVERSAL))
+def test_paper_universal_recipes_in_smoke_mode(recipe, data_dir, teachers, tmp_path):
+    domains, methods = PAPER_UNIVERSAL[recipe]
+    report = _run(recipe, tmp_path, f"data_dir={data_dir}",
+                  "teachers=" + ",".join(teachers[d] for d in domains))
+    assert report["config"]["smoke"] is True and report["config"]["universal"]["methods"] == methods
+    fused = report["config"]["eval"]["fused"]
+    galleries = ("domain", "fused") if fused else ("domain",)
+    _assert_rows(report["rows"], [f"specialist/{d}" for d in domains] +
+                 [row_name(m) for m in methods], domains, galleries)
+    if not fused:  # ImageNet shares categories with CUB/CARS: no fused gallery (000 §5.3)
+        assert all(r["gallery"] == "domain" for r in report["rows"])
+    for m in report["config"]["universal"]["export"]:
+        assert os.path.isfile(tmp_path / "saved_models" / f"universal_{m}" / "1" /
+                              "saved_model.pb")
+
+
+def test_universal_recipe_trains_its_specialists_without_teachers(data_dir, tmp_path):
+    report = _run("snd_universal", tmp_path, f"data_dir={data_dir}",
+                  "universal.diagnostics=false")
+    for d in ("cub", "cars", "inshop"):
+        assert os.path.isfile(tmp_path / "specialists" / d / "model.keras")
+    _assert_rows(report["rows"], ["specialist/cub", "universal/snd"], ["cub", "cars", "inshop"],
+                 ("domain", "fused"))
+
+
+def test_teacher_count_must_match_domains(data_dir, teachers, tmp_path):
+    argv = ["tfembed-train", "--recipe", "snd_universal", "--workdir", str(tmp_path), "--set",
+            "smoke=true", "--set", f"data_dir={data_dir}", "--set", f"teachers={teachers['cub']}"]
+    with pytest.raises(ValueError, match="teachers has 1 entries but the recipe has 3 domains"):
+        cli.train_main(argv)
+
+
+def test_unknown_method_is_named(data_dir, tmp_path):
+    argv = ["tfembed-train", "--recipe", "snd_universal", "--workdir", str(tmp_path), "--set",
+            "smoke=true", "--set", f"data_dir={data_dir}", "--set", "universal.methods=snd,trplet_ds"]
+    with pytest.raises(ValueError, match="unknown universal method 'trplet_ds'"):
+        cli.train_main(argv)
+
+
+def _served_embeddings(saved_model, work):
+    """Embeds two PNGs with the SavedModel in a process where keras/tfembed cannot be imported."""
+    files = []
+    for i in range(2):
+        path = os.path.join(work, f"{i}.png")
+        Image.fromarray((np.arange(28 * 28).reshape(28, 28) * (i + 1) % 255).astype(np.uint8)
+                        ).save(path)
+        files.append(path)
+    code = textwrap.dedent(f"""
+        import json, sys
+        for name in ("keras", "tf_keras", "tfembed"):
+            sys.modules[name] = None
+        import tensorflow as tf
+        m = tf.saved_model.load({saved_model!r})
+        images = tf.constant([open(f, "rb").read() for f in {files!r}])
+        out = m.signatures["serving_default"](images=images)["embeddings"].numpy()
+        print(json.dumps(out.tolist()))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_demo_recipe_full_pipeline_in_smoke_mode(tmp_path):
+    report = _run("snd_universal_demo", tmp_path, "eval.ks=1,2")
+    domains = ["digits", "fashion", "glyphs"]
+    models = ([f"specialist/{d}" for d in domains] + ["baseline/random_init",
+              "baseline/concat_pca", "baseline/triplet_naive", "baseline/triplet_ds",
+              "baseline/triplet_bal", "universal/rkd", "universal/snd"])
+    _assert_rows(report["rows"], models, domains, ("domain", "fused"))
+    for name in ("recall_curves", "tsne", "pca_spectra", "distance_ratios"):
+        png = tmp_path / "diagnostics" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((tmp_path / "diagnostics" / f"{name}.json").read_text())
+    curves = json.loads((tmp_path / "diagnostics" / "recall_curves.json").read_text())
+    assert set(curves["models"]) == {"baseline/triplet_naive", "baseline/triplet_ds",
+                                     "baseline/triplet_bal", "universal/rkd", "universal/snd"}
+    served = _served_embeddings(str(tmp_path / "saved_models" / "universal_snd" / "1"),
+                                str(tmp_path))
+    assert served.shape == (2, 128) and np.allclose(np.linalg.norm(served, axis=1), 1, atol=1e-4)
+    student = keras.models.load_model(tmp_path / "universal" / "snd" / "model.keras")
+    assert student.output_shape == (None, 128)
+
+
+def test_sigma_selfdistill_demo_in_smoke_mode(tmp_path):
+    report = _run("snd_sigma_selfdistill_demo", tmp_path, "eval.ks=1")
+    models = {r["model"] for r in report["rows"]}
+    assert models == {"specialist/glyphs", "self_distill/sigma=0.5", "self_distill/sigma=1"}

@@ -1,0 +1,68 @@
+"""The "Concatenation" baseline of paper 000 §5: concatenate the specialists, PCA to 128-d.
+
+Every image is embedded by all m specialists, the m vectors are concatenated and projected onto
+the top principal components of the concatenated training embeddings, then L2-normalised. It
+costs m forward passes per image; the paper reports it well below the specialists on the fused
+gallery because two thirds of each vector describe the image with out-of-domain models.
+
+The result is an ordinary functional Keras model (frozen specialists → Concatenate → a frozen
+Dense holding the PCA projection → L2 normalisation), so it is evaluated, saved and exported like
+any embedder.
+"""
+
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from tfembed.models.train_utils import freeze
+
+
+def fit_pca(embeddings, dim):
+    """Mean and top-``dim`` principal axes of ``embeddings`` ``[N, D]``.
+
+    Returns:
+      ``(mean [D], components [D, dim])`` (float64), components ordered by decreasing variance,
+      each column's sign fixed so its largest-magnitude entry is positive (deterministic output).
+    """
+    x = np.asarray(embeddings, np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"fit_pca needs [N >= 2, D] embeddings, got shape {x.shape}")
+    if not 1 <= dim <= x.shape[1]:
+        raise ValueError(f"PCA dimension {dim} must be in [1, {x.shape[1]}] (the concatenated "
+                         "dimension)")
+    mean = x.mean(0)
+    cov = np.cov(x - mean, rowvar=False)
+    values, vectors = np.linalg.eigh(cov)
+    vectors = vectors[:, np.argsort(values)[::-1][:dim]]
+    signs = np.sign(vectors[np.argmax(np.abs(vectors), 0), np.arange(dim)])
+    return mean, vectors * np.where(signs == 0, 1.0, signs)
+
+
+def concat_pca_embedder(specialists: Sequence[keras.Model], mean, components,
+                        name="concat_pca"):
+    """A model ``images -> L2norm((concat_i f_i(images) - mean) @ components)``.
+
+    Args:
+      specialists: the m specialist embedders (same input shape); they are frozen.
+      mean, components: from :func:`fit_pca` on concatenated training embeddings.
+      name: model name.
+    """
+    specialists = [freeze(s) for s in specialists]
+    shape = tuple(specialists[0].input_shape[1:])
+    for s in specialists[1:]:
+        if tuple(s.input_shape[1:]) != shape:
+            raise ValueError(f"specialist {s.name} takes {s.input_shape[1:]} images, "
+                             f"{specialists[0].name} takes {shape}")
+    components = np.asarray(components, np.float32)
+    inputs = keras.Input(shape, name="images")
+    parts = [s(inputs, training=False) for s in specialists]
+    x = keras.layers.Concatenate(name="concat")(parts) if len(parts) > 1 else parts[0]
+    if x.shape[-1] != components.shape[0]:
+        raise ValueError(f"PCA was fitted on {components.shape[0]}-d vectors but the specialists "
+                         f"concatenate to {x.shape[-1]}-d")
+    projection = keras.layers.Dense(components.shape[1], name="pca", trainable=False)
+    x = projection(x)
+    projection.set_weights([components, -np.asarray(mean, np.float32) @ components])
+    outputs = keras.layers.UnitNormalization(name="l2_norm")(x)
+    return keras.Model(inputs, outputs, name=name)

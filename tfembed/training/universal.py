@@ -1,0 +1,198 @@
+"""Training the universal embedding and the paper's baselines (paper 000 §4-5).
+
+A recipe's ``universal.methods`` lists what to build after the specialists, each a row group in
+report.json:
+
+* ``concat_pca`` → ``baseline/concat_pca``: the specialists concatenated, PCA to the embedding
+  dimension (fitted on training images), L2-normalised.
+* ``<loss>_<policy>`` → ``baseline/<loss>_<policy>``: one embedder trained with a metric loss on
+  the fused training data; ``<loss>`` is a key of ``universal.fused_losses`` (``triplet``: triplet
+  semi-hard, ``ms``: multi-similarity) and ``<policy>`` one of ``naive`` (classes from all domains
+  mixed in a batch), ``ds`` (domain-specific: one domain per batch, drawn ∝ its image count),
+  ``bal`` (domain-balanced: domains equally likely), ``weighted`` (``universal.weights``).
+* ``snd`` / ``rkd`` → ``universal/snd`` / ``universal/rkd``: the student distilled from the
+  specialists with :class:`tfembed.models.UniversalDistiller` under ``universal.policy``.
+"""
+
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from tfembed.data.preprocess import training_batches
+from tfembed.evaluation.domains import embed_split
+from tfembed.losses import get_loss
+from tfembed.models.concat import concat_pca_embedder, fit_pca
+from tfembed.models.universal import UniversalDistiller
+from tfembed.training.callbacks import RecallAtKCallback
+from tfembed.training.specialist import build_model, eval_sets, fit_for_steps, make_optimizer
+
+#: Short policy names used in method names and report rows → sampling.POLICIES.
+POLICY_ALIASES = {"naive": "naive", "ds": "domain_specific", "bal": "domain_balanced",
+                  "weighted": "weighted"}
+DISTILL_METHODS = ("snd", "rkd")
+
+
+def row_name(method):
+    """The report.json ``model`` of a method."""
+    return f"universal/{method}" if method in DISTILL_METHODS else f"baseline/{method}"
+
+
+def parse_method(method, config):
+    """``("concat_pca" | "distill" | "fused", details)``; unknown names are a clear error."""
+    if method == "concat_pca":
+        return "concat_pca", {}
+    if method in DISTILL_METHODS:
+        return "distill", {}
+    fused = dict(config.universal.fused_losses)
+    loss, _, policy = method.rpartition("_")
+    if loss in fused and policy in POLICY_ALIASES:
+        return "fused", {"loss": fused[loss], "policy": POLICY_ALIASES[policy]}
+    raise ValueError(
+        f"unknown universal method {method!r} (universal.methods); use concat_pca, "
+        f"{', '.join(DISTILL_METHODS)}, or <loss>_<policy> with loss in {sorted(fused)} and "
+        f"policy in {sorted(POLICY_ALIASES)}")
+
+
+def _steps(config):
+    u, t = config.universal, config.train
+    return (int(u.get("steps") or t.steps), int(u.get("steps_per_epoch") or t.steps_per_epoch))
+
+
+def _optimizer(config):
+    t = config.train.to_dict()
+    if config.universal.get("learning_rate"):
+        t["learning_rate"] = config.universal.learning_rate
+    return make_optimizer(_Dict(t))
+
+
+class _Dict(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _batches(domains, offsets, config, policy, multi_domain):
+    m, t = config.model, config.train
+    weights = list(config.universal.get("weights") or []) or None
+    return training_batches(
+        [d.train for d in domains], int(t.classes_per_batch), int(t.images_per_class),
+        policy=policy, weights=weights, label_offsets=offsets, image_size=int(m.image_size),
+        resize_size=int(m.resize_size), flip=bool(t.flip), seed=int(config.seed),
+        multi_domain=multi_domain)
+
+
+def _recall_callback(domains, offsets, config):
+    return RecallAtKCallback(eval_sets(domains, offsets, config), ks=tuple(config.eval.ks),
+                             every_n_epochs=int(config.eval.every_n_epochs))
+
+
+def train_fused(method, domains, offsets, config, run_dir, strategy):
+    """A fused-data baseline (``triplet_ds``...): one embedder, a metric loss, all domains.
+
+    Returns ``(model, recall_history)``.
+    """
+    _, spec = parse_method(method, config)
+    os.makedirs(run_dir, exist_ok=True)
+    with strategy.scope():
+        model = build_model(config.model, name=f"fused_{method}")
+        model.compile(optimizer=_optimizer(config),
+                      loss=get_loss(spec["loss"]["loss"], **dict(spec["loss"].get("kwargs", {}))),
+                      jit_compile=False)
+    steps, per_epoch = _steps(config)
+    recall = _recall_callback(domains, offsets, config)
+    # Labels are offset per domain, so two domains' class 3 are different classes here.
+    fit_for_steps(model, _batches(domains, offsets, config, spec["policy"], False), steps,
+                  per_epoch, run_dir, recall, what=f"baseline {method}",
+                  batch_size=int(config.train.classes_per_batch) *
+                  int(config.train.images_per_class))
+    model.save(os.path.join(run_dir, "model.keras"))
+    return model, recall.history
+
+
+def distill_loss_for(method, config):
+    """The distillation loss object of ``snd`` / ``rkd`` from ``universal.snd`` / ``.rkd``."""
+    u = config.universal
+    if method == "snd":
+        s = u.snd
+        perplexity = float(s.get("perplexity") or 0) or None
+        return get_loss("snd", sigma=float(s.sigma),
+                        student_sigma=(float(s.student_sigma) if s.get("student_sigma") and
+                                       perplexity is None else None),
+                        perplexity=perplexity)
+    if method == "rkd":
+        r = u.rkd
+        return get_loss("rkd", distance_weight=float(r.distance_weight),
+                        angle_weight=float(r.angle_weight), delta=float(r.get("delta", 1.0)))
+    raise ValueError(f"{method!r} is not a distillation method ({DISTILL_METHODS})")
+
+
+class _SaveStudent(keras.callbacks.Callback):
+    """Saves only the student each epoch (the teachers are inputs, not results)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.student.save(self.path)
+
+
+def train_distilled(method, domains, offsets, teachers, config, run_dir, strategy):
+    """The universal student distilled from ``teachers`` (one per domain, None allowed for a
+    domain with a ``universal.domain_losses`` entry). Returns ``(student, recall_history)``."""
+    u = config.universal
+    os.makedirs(run_dir, exist_ok=True)
+    names = [d.name for d in domains]
+    domain_losses = {}
+    for name, loss in dict(u.get("domain_losses") or {}).items():
+        if name not in names:
+            raise ValueError(f"universal.domain_losses names {name!r}, not a recipe domain "
+                             f"({', '.join(names)})")
+        domain_losses[name] = get_loss(loss, **dict(u.get("domain_loss_kwargs") or {}))
+    policy = POLICY_ALIASES.get(u.policy, u.policy)
+    if policy == "naive":
+        raise ValueError("universal.policy 'naive' mixes domains in a batch; a specialist can "
+                         "only embed its own domain, so distillation needs ds, bal or weighted")
+    with strategy.scope():
+        student = build_model(config.model, name=f"universal_{method}")
+        distiller = UniversalDistiller(
+            student, [None if n in domain_losses else t for n, t in zip(names, teachers)],
+            distill_loss_for(method, config), domain_losses=domain_losses, domain_names=names,
+            global_batch=bool(u.get("global_batch", True)), name=f"distiller_{method}")
+        distiller.compile(optimizer=_optimizer(config), jit_compile=False)
+    steps, per_epoch = _steps(config)
+    recall = _recall_callback(domains, offsets, config)
+    fit_for_steps(distiller, _batches(domains, offsets, config, policy, True), steps, per_epoch,
+                  run_dir, recall, what=f"universal {method} ({policy} sampling)",
+                  batch_size=int(config.train.classes_per_batch) *
+                  int(config.train.images_per_class),
+                  checkpoint=_SaveStudent(os.path.join(run_dir, "checkpoint.keras")))
+    student.save(os.path.join(run_dir, "model.keras"))
+    return student, recall.history
+
+
+def build_concat_pca(specialists, domains, config, strategy):
+    """The concatenation baseline, PCA fitted on (a seeded sample of) the training images."""
+    m = config.model
+    limit = int(config.universal.get("pca_max_images", 0) or 0)
+    rng = np.random.default_rng(int(config.seed))
+    # The specialists side by side, without projection: what the PCA is fitted on.
+    inputs = keras.Input(specialists[0].input_shape[1:])
+    parts = [s(inputs, training=False) for s in specialists]
+    joint = keras.Model(inputs, keras.layers.Concatenate()(parts) if len(parts) > 1 else parts[0])
+    features = []
+    for domain in domains:
+        split = domain.train
+        if limit and len(split) > limit:
+            split = split.subset(np.sort(rng.choice(len(split), limit, replace=False)))
+        emb, _ = embed_split(joint, split, image_size=int(m.image_size),
+                             resize_size=int(m.resize_size),
+                             batch_size=int(config.eval.batch_size))
+        features.append(emb)
+    features = np.concatenate(features)
+    dim = min(int(m.embedding_dim), features.shape[1], len(features) - 1)
+    mean, components = fit_pca(features, dim)
+    logging.info("concat_pca: PCA %d → %d fitted on %d training images", features.shape[1], dim,
+                 len(features))
+    with strategy.scope():
+        return concat_pca_embedder(specialists, mean, components)
