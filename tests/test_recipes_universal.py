@@ -53,7 +53,8 @@ def teachers(tmp_path_factory):
     paths = {}
     for i, name in enumerate(["cub", "cars", "inshop", "sop", "vehicleid", "imagenet"]):
         keras.utils.set_random_seed(i)
-        model = build_embedder("small_cnn", 128, (32, 32, 3), name=f"specialist_{name}")
+        # Default names on purpose: teachers loaded from files often share one.
+        model = build_embedder("small_cnn", 128, (32, 32, 3))
         paths[name] = str(root / f"{name}.keras")
         model.save(paths[name])
     return paths
@@ -97,12 +98,11 @@ def test_paper_universal_recipes_in_smoke_mode(recipe, data_dir, teachers, tmp_p
 
 
 def test_universal_recipe_trains_its_specialists_without_teachers(data_dir, tmp_path):
-    report = _run("snd_universal", tmp_path, f"data_dir={data_dir}",
-                  "universal.diagnostics=false")
-    for d in ("cub", "cars", "inshop"):
+    report = _run("snd_universal", tmp_path, f"data_dir={data_dir}", "domains=cub,cars")
+    for d in ("cub", "cars"):
         assert os.path.isfile(tmp_path / "specialists" / d / "model.keras")
-    _assert_rows(report["rows"], ["specialist/cub", "universal/snd"], ["cub", "cars", "inshop"],
-                 ("domain", "fused"))
+    _assert_rows(report["rows"], ["specialist/cub", "specialist/cars", "universal/snd"],
+                 ["cub", "cars"], ("domain", "fused"))
 
 
 def test_teacher_count_must_match_domains(data_dir, teachers, tmp_path):

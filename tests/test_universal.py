@@ -212,3 +212,24 @@ def test_call_returns_student_and_config_round_trip(tmp_path, rng):
     assert clone.domain_names == ["a", "b"] and clone.teacher_dim == 8
     assert clone._distill_loss_arg.get_config()["sigma"] == pytest.approx(0.3)
     assert 0 in clone._domain_fns
+
+
+def test_teacher_from_savedmodel_directory(tmp_path, rng):
+    """A teacher may be an exported SavedModel (what TF Serving serves), not only a .keras file."""
+    from tfembed.export import export_model
+
+    splits = _domains(rng, 2)
+    teacher = _dense_embedder(name="exported", seed=5)
+    path = export_model(teacher, str(tmp_path), "teacher", image_size=(SIZE, SIZE),
+                        resize_size=(SIZE, SIZE))
+    student = _dense_embedder()
+    model = UniversalDistiller(student, [path, _teachers(1)[0]], SNDLoss(sigma=0.1))
+    assert model.teacher_dim == 8
+    model.compile(optimizer="adam")
+    for x, y in _batches(splits).take(8):
+        if int(x["domain"][0]) == 0:
+            break
+    logs = model.test_on_batch(x, y, return_dict=True)
+    expected = snd_loss(teacher(x["images"]), student(x["images"]), sigma=0.1)
+    np.testing.assert_allclose(logs["loss_domain0"], float(expected), rtol=1e-4)
+    model.fit(_batches(splits), steps_per_epoch=2, epochs=1, verbose=0)

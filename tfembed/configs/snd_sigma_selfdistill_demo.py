@@ -1,7 +1,8 @@
 """Offline σ sweep for SND by self-distillation on the demo glyphs domain (2 CPU cores).
 
 The small-CNN glyphs specialist (600 steps) is distilled into a fresh small CNN on glyphs alone
-for σ ∈ {0.25, 0.5, 1, 2} (600 steps each). This is how tfembed's default σ = 0.5 was chosen.
+for σ ∈ {0.25, 0.5, 1, 2} (600 steps each). This is how tfembed's default σ = 0.25 was
+chosen (README, "Choosing σ").
 
 Command:
   tfembed-train --recipe snd_sigma_selfdistill_demo --workdir runs/sigma

@@ -114,11 +114,16 @@ def _write_json(path: str, data: dict) -> None:
     _atomic_write(path, lambda f: f.write(text + "\n"), "w")
 
 
-def _new_figure(n_panels: int, panel_size=(4.5, 3.6), sharey: bool = False):
-    fig = Figure(figsize=(panel_size[0] * n_panels, panel_size[1]), constrained_layout=True)
+def _new_figure(n_panels: int, panel_size=(4.5, 3.6), sharey: bool = False, max_cols: int = 5):
+    # Wrap into rows of at most ``max_cols`` panels so many panels stay readable.
+    cols = max(1, min(n_panels, max_cols))
+    rows = -(-n_panels // cols)
+    fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), constrained_layout=True)
     FigureCanvasAgg(fig)  # attaches the Agg canvas: rendering never involves a GUI backend
-    axes = fig.subplots(1, n_panels, sharey=sharey, squeeze=False)[0]
-    return fig, list(axes)
+    grid = fig.subplots(rows, cols, sharey=sharey, squeeze=False).ravel()
+    for ax in grid[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(grid[:n_panels])
 
 
 def _save_figure(fig: Figure, png_path: str) -> None:
@@ -684,7 +689,7 @@ def plot_distance_ratio_density(ratios_by_title: Mapping[str, Mapping[str, np.nd
         entry["density"] = density
         data[str(title)] = entry
 
-    fig, axes = _new_figure(len(data))
+    fig, axes = _new_figure(len(data), max_cols=3)
     styles = {"intra": ("tab:blue", "intra-class"), "inter": ("tab:red", "inter-class")}
     for ax, (title, entry) in zip(axes, data.items()):
         grid = np.asarray(entry["density"]["grid"])

@@ -39,6 +39,18 @@ def fit_pca(embeddings, dim):
     return mean, vectors * np.where(signs == 0, 1.0, signs)
 
 
+def unique_names(models, prefix="specialist"):
+    """Frozen views of ``models`` with distinct names (functional models need unique layer names,
+    and specialists loaded from files are often all called ``embedder_<backbone>``)."""
+    out = []
+    for i, model in enumerate(models):
+        freeze(model)
+        single = lambda t: t[0] if len(t) == 1 else t  # noqa: E731
+        out.append(keras.Model(single(model.inputs), single(model.outputs),
+                               name=f"{prefix}{i}_{model.name}"))
+    return out
+
+
 def concat_pca_embedder(specialists: Sequence[keras.Model], mean, components,
                         name="concat_pca"):
     """A model ``images -> L2norm((concat_i f_i(images) - mean) @ components)``.
@@ -48,7 +60,7 @@ def concat_pca_embedder(specialists: Sequence[keras.Model], mean, components,
       mean, components: from :func:`fit_pca` on concatenated training embeddings.
       name: model name.
     """
-    specialists = [freeze(s) for s in specialists]
+    specialists = unique_names(specialists)
     shape = tuple(specialists[0].input_shape[1:])
     for s in specialists[1:]:
         if tuple(s.input_shape[1:]) != shape:

@@ -22,7 +22,7 @@ Example:
 
 >>> student = tfembed.models.build_embedder("resnet50", 128, weights="imagenet")
 >>> distiller = UniversalDistiller(student, ["runs/cub/model.keras", "runs/cars/model.keras"],
-...                                distill_loss=SNDLoss(sigma=0.5), domain_names=["cub", "cars"])
+...                                distill_loss=SNDLoss(sigma=0.25), domain_names=["cub", "cars"])
 >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-5))
 >>> distiller.fit(training_batches([cub.train, cars.train], 32, 4), steps_per_epoch=500)
 >>> distiller.student.save("universal.keras")   # only the student is kept

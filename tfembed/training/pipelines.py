@@ -149,10 +149,12 @@ def run_universal(config, workdir):
     rows, embedded, histories, models = [], {}, {}, {}
 
     def evaluate(name, model):
+        start = time.time()
         embedded[name] = embed_domains(model, domains, offsets,
                                        batch_size=int(config.eval.batch_size), **sizes)
         rows.extend(evaluate_embeddings(name, embedded[name], ks, fused=fused))
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+        logging.info("evaluated %s in %.1f s", name, time.time() - start)
 
     if config.eval.get("random_init_baseline", False):
         with strategy.scope():
@@ -162,6 +164,7 @@ def run_universal(config, workdir):
     for method in methods:
         name = universal_lib.row_name(method)
         run_dir = os.path.join(workdir, name)
+        start = time.time()
         if kinds[method] == "concat_pca":
             model = universal_lib.build_concat_pca(specialists, domains, config, strategy)
         elif kinds[method] == "fused":
@@ -171,6 +174,7 @@ def run_universal(config, workdir):
             model, histories[name] = universal_lib.train_distilled(
                 method, domains, offsets, specialists, config, run_dir, strategy)
         models[name] = model
+        logging.info("built %s in %.1f s", name, time.time() - start)
         evaluate(name, model)
     write_report(workdir, config.recipe, config.to_dict(), rows)
     for gallery in ("domain", "fused") if fused else ("domain",):

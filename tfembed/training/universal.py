@@ -23,7 +23,7 @@ from absl import logging
 from tfembed.data.preprocess import training_batches
 from tfembed.evaluation.domains import embed_split
 from tfembed.losses import get_loss
-from tfembed.models.concat import concat_pca_embedder, fit_pca
+from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names
 from tfembed.models.universal import UniversalDistiller
 from tfembed.training.callbacks import RecallAtKCallback
 from tfembed.training.specialist import build_model, eval_sets, fit_for_steps, make_optimizer
@@ -178,7 +178,7 @@ def build_concat_pca(specialists, domains, config, strategy):
     rng = np.random.default_rng(int(config.seed))
     # The specialists side by side, without projection: what the PCA is fitted on.
     inputs = keras.Input(specialists[0].input_shape[1:])
-    parts = [s(inputs, training=False) for s in specialists]
+    parts = [s(inputs, training=False) for s in unique_names(specialists)]
     joint = keras.Model(inputs, keras.layers.Concatenate()(parts) if len(parts) > 1 else parts[0])
     features = []
     for domain in domains:
