@@ -197,6 +197,7 @@ def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bo
     path = os.path.join(workdir, REPORT_FILENAME)
     fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=workdir)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
             f.flush()
