@@ -18,7 +18,6 @@ Usage: ``python benchmarks/teacher_dispatch.py [--batch 32] [--size 64] [--steps
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -31,16 +30,8 @@ import tensorflow as tf  # noqa: E402
 from tfembed.losses import SNDLoss  # noqa: E402
 from tfembed.models import UniversalDistiller, build_embedder  # noqa: E402
 
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+# Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
+from recall import cpu_model  # noqa: E402
 
 
 def _batches(images, domains):
@@ -113,7 +104,7 @@ def main():
             times[name].append(_time_steps(model, ds, args.steps))
     med = {name: statistics.median(t) for name, t in times.items()}
     ratio = med[f"{m} teachers"] / med["1 teacher"]
-    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; TF {tf.__version__}, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; TF {tf.__version__}, "
           f"Keras {keras.__version__}")
     print(f"teachers: ResNet-18 {s}x{s}, student: small CNN; batch {b}; "
           f"{args.rounds} rounds x {args.steps} steps (median)")

@@ -1,13 +1,10 @@
 """Recipes and the CLI: overrides, clear errors, and every recipe end to end in smoke mode."""
 
-import json
 import os
 
-import keras
 import pytest
 
 from tfembed import cli, recipes
-from tfembed.data import testing
 
 PAPER_SPECIALISTS = ["specialist_cub", "specialist_cars", "specialist_inshop", "specialist_sop"]
 
@@ -70,28 +67,10 @@ def test_cli_lists_recipes(capsys):
     assert "snd_universal_demo" in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    testing.make_cub_layout(root / "CUB_200_2011", per_class=4)
-    testing.make_cars_layout(root / "cars196", per_class=4)
-    testing.make_sop_layout(root / "Stanford_Online_Products", per_class=4)
-    testing.make_inshop_layout(root / "inshop", per_item=4)
-    return root
-
-
-def _run(recipe, workdir, *sets):
-    keras.backend.clear_session()
-    argv = ["tfembed-train", "--recipe", recipe, "--workdir", str(workdir),
-            "--set", "smoke=true", *[a for s in sets for a in ("--set", s)]]
-    assert cli.train_main(argv) == 0
-    with open(os.path.join(workdir, "report.json")) as f:
-        return json.load(f)
-
-
 @pytest.mark.parametrize("recipe", PAPER_SPECIALISTS)
-def test_paper_specialist_recipes_in_smoke_mode(recipe, data_dir, tmp_path):
-    report = _run(recipe, tmp_path, f"data_dir={data_dir}")
+def test_paper_specialist_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe,
+                                                tmp_path):
+    report = run_recipe(recipe, tmp_path, f"data_dir={paper_data_dir}")
     assert report["recipe"] == recipe
     assert report["config"]["smoke"] is True
     domain = recipe.split("_", 1)[1]

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from tfembed import cli
-from tfembed.data import testing
 from tfembed.models import build_embedder
 from tfembed.training.universal import row_name
 
@@ -34,19 +33,6 @@ PAPER_UNIVERSAL = {
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    testing.make_cub_layout(root / "CUB_200_2011", per_class=4)
-    testing.make_cars_layout(root / "cars196", per_class=4)
-    testing.make_sop_layout(root / "Stanford_Online_Products", per_class=4)
-    testing.make_inshop_layout(root / "inshop", per_item=4)
-    testing.make_vehicleid_layout(root / "VehicleID_V1.0")
-    testing.make_imagenet_layout(root / "ILSVRC2012", num_classes=3, train_per_class=4,
-                                 val_per_class=2, rng=np.random.default_rng(0))
-    return root
-
-
-@pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     """Untrained smoke-sized specialists (what --set teachers=... takes), one file per domain."""
     root = tmp_path_factory.mktemp("teachers")
@@ -58,15 +44,6 @@ def teachers(tmp_path_factory):
         paths[name] = str(root / f"{name}.keras")
         model.save(paths[name])
     return paths
-
-
-def _run(recipe, workdir, *sets):
-    keras.backend.clear_session()
-    argv = ["tfembed-train", "--recipe", recipe, "--workdir", str(workdir),
-            "--set", "smoke=true", *[a for s in sets for a in ("--set", s)]]
-    assert cli.train_main(argv) == 0
-    with open(os.path.join(workdir, "report.json")) as f:
-        return json.load(f)
 
 
 def _assert_rows(rows, models, domains, galleries):
@@ -81,9 +58,10 @@ def _assert_rows(rows, models, domains, galleries):
 
 
 @pytest.mark.parametrize("recipe", sorted(PAPER_UNIVERSAL))
-def test_paper_universal_recipes_in_smoke_mode(recipe, data_dir, teachers, tmp_path):
+def test_paper_universal_recipes_in_smoke_mode(recipe, paper_data_dir, teachers, run_recipe,
+                                                tmp_path):
     domains, methods = PAPER_UNIVERSAL[recipe]
-    report = _run(recipe, tmp_path, f"data_dir={data_dir}",
+    report = run_recipe(recipe, tmp_path, f"data_dir={paper_data_dir}",
                   "teachers=" + ",".join(teachers[d] for d in domains))
     assert report["config"]["smoke"] is True and report["config"]["universal"]["methods"] == methods
     fused = report["config"]["eval"]["fused"]
@@ -97,24 +75,28 @@ def test_paper_universal_recipes_in_smoke_mode(recipe, data_dir, teachers, tmp_p
                               "saved_model.pb")
 
 
-def test_universal_recipe_trains_its_specialists_without_teachers(data_dir, tmp_path):
-    report = _run("snd_universal", tmp_path, f"data_dir={data_dir}", "domains=cub,cars")
+def test_universal_recipe_trains_its_specialists_without_teachers(paper_data_dir, run_recipe,
+                                                                  tmp_path):
+    report = run_recipe("snd_universal", tmp_path, f"data_dir={paper_data_dir}",
+                        "domains=cub,cars")
     for d in ("cub", "cars"):
         assert os.path.isfile(tmp_path / "specialists" / d / "model.keras")
     _assert_rows(report["rows"], ["specialist/cub", "specialist/cars", "universal/snd"],
                  ["cub", "cars"], ("domain", "fused"))
 
 
-def test_teacher_count_must_match_domains(data_dir, teachers, tmp_path):
+def test_teacher_count_must_match_domains(paper_data_dir, teachers, tmp_path):
     argv = ["tfembed-train", "--recipe", "snd_universal", "--workdir", str(tmp_path), "--set",
-            "smoke=true", "--set", f"data_dir={data_dir}", "--set", f"teachers={teachers['cub']}"]
+            "smoke=true", "--set", f"data_dir={paper_data_dir}", "--set",
+            f"teachers={teachers['cub']}"]
     with pytest.raises(ValueError, match="teachers has 1 entries but the recipe has 3 domains"):
         cli.train_main(argv)
 
 
-def test_unknown_method_is_named(data_dir, tmp_path):
+def test_unknown_method_is_named(paper_data_dir, tmp_path):
     argv = ["tfembed-train", "--recipe", "snd_universal", "--workdir", str(tmp_path), "--set",
-            "smoke=true", "--set", f"data_dir={data_dir}", "--set", "universal.methods=snd,trplet_ds"]
+            "smoke=true", "--set", f"data_dir={paper_data_dir}", "--set",
+            "universal.methods=snd,trplet_ds"]
     with pytest.raises(ValueError, match="unknown universal method 'trplet_ds'"):
         cli.train_main(argv)
 
@@ -145,8 +127,8 @@ def _served_embeddings(saved_model, work):
     return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def test_demo_recipe_full_pipeline_in_smoke_mode(tmp_path):
-    report = _run("snd_universal_demo", tmp_path, "eval.ks=1,2")
+def test_demo_recipe_full_pipeline_in_smoke_mode(run_recipe, tmp_path):
+    report = run_recipe("snd_universal_demo", tmp_path, "eval.ks=1,2")
     domains = ["digits", "fashion", "glyphs"]
     models = ([f"specialist/{d}" for d in domains] + ["baseline/random_init",
               "baseline/concat_pca", "baseline/triplet_naive", "baseline/triplet_ds",
@@ -166,7 +148,7 @@ def test_demo_recipe_full_pipeline_in_smoke_mode(tmp_path):
     assert student.output_shape == (None, 128)
 
 
-def test_sigma_selfdistill_demo_in_smoke_mode(tmp_path):
-    report = _run("snd_sigma_selfdistill_demo", tmp_path, "eval.ks=1")
+def test_sigma_selfdistill_demo_in_smoke_mode(run_recipe, tmp_path):
+    report = run_recipe("snd_sigma_selfdistill_demo", tmp_path, "eval.ks=1")
     models = {r["model"] for r in report["rows"]}
     assert models == {"specialist/glyphs", "self_distill/sigma=0.5", "self_distill/sigma=1"}

@@ -435,25 +435,6 @@ def read_cub(root: PathLike, verify: bool = True, on_bad_image: str = "skip") ->
     return _domain_from_lists("cub", splits, len(mapping), verify, on_bad_image)
 
 
-def _load_mat_annotations(path: Path) -> List[Dict[str, object]]:
-    import scipy.io  # deferred: scipy is only needed for CARS196
-
-    mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=True)
-    if "annotations" not in mat:
-        raise ValueError(f"{path}: no 'annotations' struct")
-    ann = np.atleast_1d(mat["annotations"]).ravel()
-    names = ann.dtype.names or ()
-
-    def scalar(v):
-        v = np.asarray(v)
-        if v.size == 0:
-            return None
-        v = v.ravel()[0]
-        return v.item() if hasattr(v, "item") else v
-
-    return [{k: scalar(a[k]) for k in names} for a in ann]
-
-
 def read_cars196(root: PathLike, verify: bool = True, on_bad_image: str = "skip") -> Domain:
     """Stanford Cars (CARS196); classes 1-98 train, 99-196 test, all images of both official splits.
 
@@ -469,7 +450,7 @@ def read_cars196(root: PathLike, verify: bool = True, on_bad_image: str = "skip"
     rows: List[Tuple[str, int, List[float]]] = []
     if (d / "cars_annos.mat").is_file():
         _require("cars", d, ["car_ims"], is_dir=True)
-        for a in _load_mat_annotations(d / "cars_annos.mat"):
+        for a in _mat_struct_rows(d / "cars_annos.mat", "annotations"):
             rows.append((str(d / str(a["relative_im_path"])), int(a["class"]),
                          [a.get("bbox_x1"), a.get("bbox_y1"), a.get("bbox_x2"), a.get("bbox_y2")]))
     else:
@@ -478,7 +459,7 @@ def read_cars196(root: PathLike, verify: bool = True, on_bad_image: str = "skip"
         for annos, folder in ((d / "devkit" / "cars_train_annos.mat", "cars_train"),
                               (test_annos, "cars_test")):
             img_dir = _require("cars", d, [f"{folder}/{folder}", folder], is_dir=True)
-            for a in _load_mat_annotations(annos):
+            for a in _mat_struct_rows(annos, "annotations"):
                 if a.get("class") is None:
                     raise ValueError(f"{annos}: annotations without 'class' (the test annotations "
                                      "must be cars_test_annos_withlabels.mat)")
@@ -719,7 +700,7 @@ def _scan_imagenet_dir(base: Path) -> Tuple[Dict[str, List[str]], List[str], int
 
 def _mat_struct_rows(path: Path, key: str) -> List[Dict[str, object]]:
     """The records of the struct array ``key`` of a MATLAB file, fields as Python scalars/str."""
-    import scipy.io  # deferred: only the devkit layout needs scipy
+    import scipy.io  # deferred: only CARS196 and the ImageNet devkit layout need scipy
 
     mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=True)
     if key not in mat:

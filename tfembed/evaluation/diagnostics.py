@@ -27,7 +27,6 @@ Distances are Euclidean, as in ``tfembed.evaluation.retrieval``.
 import json
 import os
 import sys
-import uuid
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import matplotlib
@@ -42,6 +41,8 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from tfembed.evaluation.report import atomic_write  # noqa: E402
 
 INDEX_FILENAME = "diagnostics.json"
 _MIN_TEACHER_DISTANCE = 1e-12
@@ -87,31 +88,11 @@ def _paths(path) -> Tuple[str, str]:
     return root + ".png", root + ".json"
 
 
-def _atomic_write(path: str, write_fn, mode: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # The temporary file lives in the target directory so os.replace is an atomic rename. It is
-    # created with os.open(..., 0o666) rather than mkstemp (always 0600) so the umask decides its
-    # mode, as for any file the run writes; O_EXCL + a random name keep writers apart.
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: str, data: dict) -> None:
     # allow_nan=False: undefined statistics must already be None (JSON null), never NaN, which
     # strict JSON readers reject.
     text = json.dumps(data, indent=1, allow_nan=False)
-    _atomic_write(path, lambda f: f.write(text + "\n"), "w")
+    atomic_write(path, lambda f: f.write(text + "\n"), "w")
 
 
 def _new_figure(n_panels: int, panel_size=(4.5, 3.6), sharey: bool = False, max_cols: int = 5):
@@ -128,7 +109,7 @@ def _new_figure(n_panels: int, panel_size=(4.5, 3.6), sharey: bool = False, max_
 
 def _save_figure(fig: Figure, png_path: str) -> None:
     try:
-        _atomic_write(png_path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
+        atomic_write(png_path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
     finally:
         # The figure is not registered with pyplot, so clearing it is all "closing" means here:
         # it frees the artists now rather than at the next garbage collection.

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import pathlib
-import tempfile
+import uuid
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Sequence
 
@@ -168,6 +168,28 @@ def _jsonable(value):
     return str(value)
 
 
+def atomic_write(path, write_fn, mode: str = "w") -> None:
+    """Writes ``path`` completely or not at all: ``write_fn(f)`` fills a temporary file in the
+    same directory, which is then renamed over ``path`` (``mode``: ``"w"`` or ``"wb"``)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # os.open(..., 0o666) rather than mkstemp (always 0600), so the umask decides the mode as for
+    # any file the run writes; O_EXCL + a random name keep concurrent writers apart.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bool = True) -> str:
     """Writes ``<workdir>/report.json`` = ``{"recipe", "config", "rows"}`` atomically.
 
@@ -192,21 +214,8 @@ def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bo
         raise TypeError(f"config must be a mapping (or have to_dict), got {type(config).__name__}")
     text = json.dumps(report, indent=2, allow_nan=False)
 
-    workdir = os.fspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, REPORT_FILENAME)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".json.tmp", dir=workdir)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be read by others
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    path = os.path.join(os.fspath(workdir), REPORT_FILENAME)
+    atomic_write(path, lambda f: f.write(text + "\n"))
     if echo:
         ks = sorted({int(key.split("@", 1)[1]) for r in clean_rows for key in r
                      if key.startswith("recall@") and key.split("@", 1)[1].isdigit()})

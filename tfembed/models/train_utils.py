@@ -26,14 +26,6 @@ def scale_for_replicas(loss):
     return loss
 
 
-def unscale_for_replicas(loss):
-    """Inverse of :func:`scale_for_replicas` (for logging the per-replica value)."""
-    n = num_replicas()
-    if n > 1 and tf.distribute.in_cross_replica_context() is False:
-        return loss * tf.cast(n, loss.dtype)
-    return loss
-
-
 def gather_replicas(*tensors):
     """Concatenates each tensor over the replicas (axis 0), differentiably.
 

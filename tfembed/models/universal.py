@@ -42,7 +42,6 @@ from tfembed.models.train_utils import (
     output_dim,
     scale_for_replicas,
     serialize_loss,
-    unscale_for_replicas,
 )
 
 

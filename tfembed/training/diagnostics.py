@@ -40,9 +40,10 @@ def _queries(embedded, model, domain):
     return embedded[model][domain][0], embedded[model][domain][1]
 
 
-def write_universal_diagnostics(workdir, domains, specialists, embedded, histories, config):
-    """Writes the four figures' PNG/JSON pairs; returns ``{name: png path}``."""
-    del specialists  # their embeddings are in ``embedded`` already
+def write_universal_diagnostics(workdir, domains, embedded, histories, config):
+    """Writes the four figures' PNG/JSON pairs from the evaluation embeddings (``embedded``:
+    report model name → ``embed_domains`` output) and the Recall@K histories; returns
+    ``{name: png path}``."""
     out = os.path.join(workdir, "diagnostics")
     os.makedirs(out, exist_ok=True)
     names = [d.name for d in domains]

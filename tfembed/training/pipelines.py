@@ -181,7 +181,7 @@ def run_universal(config, workdir):
         print(format_paper_table(rows, gallery, ks=[k for k in ks if k <= 8]))
     if config.universal.get("diagnostics", True):
         from tfembed.training.diagnostics import write_universal_diagnostics  # noqa: PLC0415
-        write_universal_diagnostics(workdir, domains, specialists, embedded, histories, config)
+        write_universal_diagnostics(workdir, domains, embedded, histories, config)
     export = [m for m in config.universal.get("export", []) if m in methods]
     export_models(config, workdir, [(universal_lib.row_name(m).replace("/", "_"),
                                      models[universal_lib.row_name(m)]) for m in export])

@@ -32,10 +32,11 @@ def build_model(model_cfg, name=None):
                           **dict(model_cfg.get("backbone_kwargs", {})))
 
 
-def make_optimizer(train_cfg):
-    """The optimizer a recipe's ``train`` block names (Adam by default, as in 000/001)."""
+def make_optimizer(train_cfg, learning_rate=None):
+    """The optimizer a recipe's ``train`` block names (Adam by default, as in 000/001);
+    ``learning_rate`` overrides the block's (the universal stage has its own)."""
     name = train_cfg.get("optimizer", "adam").lower()
-    lr = float(train_cfg.learning_rate)
+    lr = float(learning_rate or train_cfg.learning_rate)
     wd = float(train_cfg.get("weight_decay", 0.0)) or None
     if name == "adam":
         return keras.optimizers.Adam(lr, weight_decay=wd)

@@ -61,14 +61,7 @@ def _steps(config):
 
 
 def _optimizer(config):
-    t = config.train.to_dict()
-    if config.universal.get("learning_rate"):
-        t["learning_rate"] = config.universal.learning_rate
-    return make_optimizer(_Dict(t))
-
-
-class _Dict(dict):
-    __getattr__ = dict.__getitem__
+    return make_optimizer(config.train, learning_rate=config.universal.get("learning_rate"))
 
 
 def _batches(domains, offsets, config, policy, multi_domain):
