@@ -72,6 +72,19 @@ def ref_triplet(labels, x, margin):
     return total / count if count else 0.0
 
 
+def ref_triplet_hard(labels, x, margin):
+    d = ref_distances(x)
+    n = len(labels)
+    total, count = 0.0, 0
+    for a in range(n):
+        negatives = [d[a][k] for k in range(n) if labels[k] != labels[a]]
+        for p in range(n):
+            if p != a and labels[p] == labels[a] and negatives:
+                total += max(d[a][p] - min(negatives) + margin, 0.0)
+                count += 1
+    return total / count if count else 0.0
+
+
 def ref_multi_similarity(labels, x, alpha, beta, base, epsilon):
     s = ref_cosines(x)
     n = len(labels)
@@ -268,6 +281,10 @@ SPECS = {
         lambda l, x, w: M.triplet_semihard_loss(l, x, margin=0.5),
         lambda l, x, w: ref_triplet(list(l), x, 0.5),
     ),
+    "triplet_hard": (
+        lambda l, x, w: M.triplet_hard_loss(l, x, margin=0.5),
+        lambda l, x, w: ref_triplet_hard(list(l), x, 0.5),
+    ),
     # beta=50 makes negatives that mining drops (>= epsilon below the hardest positive)
     # numerically invisible next to the kept ones; beta=10 lets the reference see them.
     "multi_similarity": (
@@ -297,7 +314,7 @@ SPECS = {
     ),
 }
 PAIRWISE = [
-    "triplet_semihard", "multi_similarity", "multi_similarity_defaults", "contrastive", "margin",
+    "triplet_semihard", "triplet_hard", "multi_similarity", "multi_similarity_defaults", "contrastive", "margin",
     "binomial_deviance",
 ]
 
@@ -393,7 +410,8 @@ def test_degenerate_batches_are_finite(name, layout):
     assert np.isfinite(float(loss)) and np.all(np.isfinite(gx.numpy()))
     # Losses built on positive pairs have nothing to say without them (or without negatives),
     # and no pairwise loss has a pair in a batch of one.
-    if name in ("triplet_semihard", "multi_similarity", "multi_similarity_defaults", "margin"):
+    if name in ("triplet_semihard", "triplet_hard", "multi_similarity",
+                "multi_similarity_defaults", "margin"):
         assert float(loss) == 0.0
     if layout in ("single_example", "empty") and name in PAIRWISE:
         assert float(loss) == 0.0
@@ -601,6 +619,8 @@ def test_arcface_margin_and_easy_margin_branch():
 LOSS_OBJECTS = {
     "triplet": (lambda: M.TripletSemiHardLoss(margin=0.3), M.triplet_semihard_loss,
                 dict(margin=0.3)),
+    "triplet_hard": (lambda: M.TripletHardLoss(margin=0.3), M.triplet_hard_loss,
+                     dict(margin=0.3)),
     "ms": (lambda: M.MultiSimilarityLoss(alpha=1.5, beta=40.0, base=0.4, epsilon=0.05),
            M.multi_similarity_loss, dict(alpha=1.5, beta=40.0, base=0.4, epsilon=0.05)),
     "contrastive": (lambda: M.ContrastiveLoss(margin=0.7), M.contrastive_loss, dict(margin=0.7)),

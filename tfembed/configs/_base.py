@@ -57,11 +57,16 @@ def base_config():
     c.train = ml_collections.ConfigDict(dict(
         loss="triplet_semihard", loss_kwargs={"margin": 0.2}, classes_per_batch=32,
         images_per_class=4, optimizer="adam", learning_rate=1e-5, weight_decay=0.0,
-        steps=20000, steps_per_epoch=500, flip=True))
+        steps=20000, steps_per_epoch=500, flip=True, crop_boxes=False))
     c.eval = ml_collections.ConfigDict(dict(ks=[1, 2, 4, 8], batch_size=128, every_n_epochs=1,
                                             max_images_per_split=0, random_init_baseline=False,
                                             fused=True))
     c.universal = universal_defaults()
+    # Pipeline "distill" (papers 001/004): the teacher's model block and the students' methods.
+    c.teacher = ml_collections.ConfigDict(dict(
+        backbone="resnet101", embedding_dim=512, weights="imagenet", image_size=224,
+        resize_size=256, backbone_kwargs={}))
+    c.distill = distill_defaults()
     c.export = ml_collections.ConfigDict(dict(enabled=True, root=""))
     return c
 
@@ -97,6 +102,45 @@ def universal_defaults():
         diagnostics=True,
         tsne_max_points=1000,
         export=["snd", "rkd"],
+    ))
+
+
+def distill_defaults():
+    """The ``distill`` block (pipeline "distill", papers 001/004); see tfembed/training/distill.py.
+
+    methods: students to train, ``+``-joined terms with an optional ``@data`` suffix.
+    weights: per-term weights: λ of the embedding-level term (abs, rel, direct, darkrank_*, rkd,
+      snd), μ of hint, κ of at, and the Hinton KD weight. 001 cross-validates λ and does not
+      publish it (its Fig. 4: rel is flat over a wide range): 1 here. DarkRank: λ = 2.
+    loss_kwargs: hyper-parameters per term (DarkRank α = β = 3, 004 §4).
+    metric_weight: weight of the student's own metric loss (``train.loss``).
+    hint_layers / attention_layers: ``[[teacher layer, student layer], ...]``.
+    heads: supervised heads with weights, e.g. ``{"lsoftmax": {"weight": 1, "margin": 3}}``.
+    kd_temperature, kd_classifier_epochs: Hinton KD's T; epochs of the teacher's linear head.
+    labelled_fraction: < 1 splits each training class into labelled / unlabelled (001 §5.2).
+    cross_quality: none | lowres | uncropped (001 §5.4); low_resolution_size: 50 in 001.
+    teacher_steps: the teacher's training steps (0: ``train.steps``).
+    clustering: add NMI and F1 (k-means) to the report rows (004 Table 4).
+    export: methods whose student is exported as a SavedModel.
+    """
+    return ml_collections.ConfigDict(dict(
+        methods=["ml", "ml+abs", "ml+rel"],
+        weights={"abs": 1.0, "rel": 1.0, "direct": 1.0, "darkrank_hard": 2.0,
+                 "darkrank_soft": 2.0, "rkd": 1.0, "snd": 1.0, "hint": 0.01, "at": 1.0,
+                 "kd": 1.0},
+        loss_kwargs={"darkrank_hard": {"alpha": 3.0, "beta": 3.0},
+                     "darkrank_soft": {"alpha": 3.0, "beta": 3.0},
+                     "snd": {"sigma": SND_SIGMA}},
+        metric_weight=1.0,
+        hint_layers=[], attention_layers=[],
+        heads={},
+        kd_temperature=4.0, kd_classifier_epochs=30,
+        labelled_fraction=1.0,
+        cross_quality="none", low_resolution_size=50,
+        global_batch=True,
+        teacher_steps=0,
+        clustering=True,
+        export=[],
     ))
 
 

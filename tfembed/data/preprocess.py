@@ -16,7 +16,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfembed.data import sampling
-from tfembed.data.preprocess_ops import as_size, decode_image, eval_transform
+from tfembed.data.preprocess_ops import (
+    as_size,
+    crop_to_box,
+    decode_image,
+    eval_transform,
+    low_resolution,
+)
 from tfembed.data.types import Split
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -76,10 +82,29 @@ def _load_from_domains(loaders, domain, index):
     return tf.switch_case(domain, [lambda f=f: tf.cast(f(index), tf.uint8) for f in loaders])
 
 
+STUDENT_VIEWS = ("lowres", "uncropped")
+
+
+def _boxes_tensor(splits):
+    """``float32 [N, 4]`` boxes of the concatenated splits (a ValueError if any split has none)."""
+    for i, split in enumerate(splits):
+        if split.boxes is None:
+            raise ValueError(f"crop_boxes needs bounding boxes, but split {i} has none "
+                             "(Split.boxes; the CUB-200-2011 and CARS196 readers provide them)")
+    return tf.constant(np.concatenate([s.boxes for s in splits]).astype(np.float32))
+
+
+def _check_student_view(student_view):
+    if student_view is not None and student_view not in STUDENT_VIEWS:
+        raise ValueError(f"student_view must be None or one of {STUDENT_VIEWS}, got "
+                         f"{student_view!r}")
+
+
 def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per_class: int, *,
                      policy: str = "domain_specific", weights=None,
                      label_offsets: Optional[Sequence[int]] = None, image_size=(224, 224),
-                     resize_size=(256, 256), flip=True, seed=0, multi_domain=None):
+                     resize_size=(256, 256), flip=True, seed=0, multi_domain=None,
+                     crop_boxes=False, student_view=None, low_resolution_size=50):
     """Endless training batches of c×k images.
 
     Args:
@@ -92,11 +117,19 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
       seed: recipe seed; the stream (images and augmentations) is a pure function of it.
       multi_domain: output format. False → ``(images, labels)``; True →
         ``({"images", "domain"}, labels)`` (DESIGN §4). Defaults to ``len(splits) > 1``.
+      crop_boxes: crop every image to its bounding box first (``Split.boxes``).
+      student_view: cross-quality distillation (001 §5.4): also emit a degraded view of every
+        image for the student, ``{"images": clean, "student_images": degraded}``:
+        ``"lowres"`` (the clean view down-sampled to ``low_resolution_size`` and back up) or
+        ``"uncropped"`` (the clean view is the box crop, the student's the whole image; both
+        with the same crop/flip draw).
+      low_resolution_size: side of the ``"lowres"`` view before up-sampling (50 in 001).
 
     Returns:
       ``tf.data.Dataset`` of batches with static batch size c·k.
     """
     splits = list(splits)
+    _check_student_view(student_view)
     if multi_domain is None:
         multi_domain = len(splits) > 1
     offsets = default_label_offsets(splits) if label_offsets is None else list(label_offsets)
@@ -106,12 +139,22 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     starts = tf.constant(np.cumsum([0] + [len(s) for s in splits])[:-1], tf.int64)
     offsets_t = tf.constant(offsets, tf.int64)
     aug_seed = tf.constant([seed, 0xA06], tf.int64)
+    boxes = _boxes_tensor(splits) if crop_boxes or student_view == "uncropped" else None
+
+    def transform(image, seed_):
+        return train_transform(image, seed_, image_size, resize_size, flip)
 
     def element(number, pair):
         domain, index = pair
-        image = _load_from_domains(loaders, domain, index)
-        image = train_transform(image, aug_seed + [0, number], image_size, resize_size, flip)
-        label = tf.gather(labels, starts[domain] + index) + offsets_t[domain]
+        raw = _load_from_domains(loaders, domain, index)
+        row = starts[domain] + index
+        seed_ = aug_seed + [0, number]
+        image = transform(crop_to_box(raw, boxes[row]) if boxes is not None else raw, seed_)
+        label = tf.gather(labels, row) + offsets_t[domain]
+        if student_view == "lowres":
+            image = (image, low_resolution(image, low_resolution_size))
+        elif student_view == "uncropped":
+            image = (image, transform(raw, seed_))
         return image, domain, label
 
     ds = sampling.batch_indices([s.labels for s in splits], classes_per_batch, images_per_class,
@@ -122,15 +165,65 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     return ds.map(lambda x, d, y: _format(x, d, y, multi_domain)).prefetch(AUTOTUNE)
 
 
+def split_labelled(split: Split, labelled_fraction: float, seed=0):
+    """``(labelled, unlabelled)`` parts of a training split for semi-supervised training.
+
+    Per class, a seeded random ``labelled_fraction`` of the images (at least one) stays
+    labelled; the rest form the unlabelled split (its labels are kept for bookkeeping; the
+    batches of :func:`unlabelled_batches` replace them with -1). 001 §5.2 uses 50 %.
+    """
+    if not 0.0 < labelled_fraction <= 1.0:
+        raise ValueError(f"labelled_fraction must be in (0, 1], got {labelled_fraction}")
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(split), bool)
+    for c in split.classes:
+        rows = np.flatnonzero(split.labels == c)
+        n = max(1, int(round(labelled_fraction * len(rows))))
+        keep[rng.choice(rows, n, replace=False)] = True
+    return split.subset(np.flatnonzero(keep)), split.subset(np.flatnonzero(~keep))
+
+
+def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
+                       resize_size=(256, 256), flip=True, seed=0):
+    """Endless batches of uniformly shuffled images with label ``-1`` (unlabelled).
+
+    The batch composition must not use the hidden labels (no class-balanced c×k sampling): an
+    unlabelled stream only knows which images exist.
+    """
+    if len(split) < batch_size:
+        raise ValueError(f"unlabelled split has {len(split)} images, fewer than one batch of "
+                         f"{batch_size}")
+    load = make_loader(split)
+    aug_seed = tf.constant([seed, 0x51A], tf.int64)
+
+    def element(number, index):
+        image = train_transform(load(index), aug_seed + [0, number], image_size, resize_size,
+                                flip)
+        return image, tf.constant(-1, tf.int64)
+
+    ds = tf.data.Dataset.range(len(split)).repeat().shuffle(len(split), seed=seed)
+    ds = ds.enumerate().map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
 def _format(images, domain, labels, multi_domain):
+    if isinstance(images, tuple):
+        x = {"images": images[0], "student_images": images[1]}
+    else:
+        x = {"images": images}
     if multi_domain:
-        return {"images": images, "domain": domain}, labels
-    return images, labels
+        x["domain"] = domain
+    return (x if len(x) > 1 else x["images"]), labels
 
 
 def eval_dataset(split: Split, batch_size=128, *, image_size=(224, 224), resize_size=(256, 256),
-                 label_offset=0, domain: Optional[int] = None):
+                 label_offset=0, domain: Optional[int] = None, crop_boxes=False,
+                 low_resolution_size=0):
     """Every image of a split once, in order, with the evaluation transform.
+
+    ``crop_boxes`` crops each image to its bounding box first; ``low_resolution_size`` > 0
+    degrades the result as :func:`training_batches`' ``"lowres"`` view does (the test images of
+    a cross-quality student).
 
     Returns ``(images, labels)`` batches, or ``({"images", "domain"}, labels)`` when ``domain``
     is given (for models that take the multi-domain input format).
@@ -138,9 +231,15 @@ def eval_dataset(split: Split, batch_size=128, *, image_size=(224, 224), resize_
     load = make_loader(split)
     labels = tf.constant(split.labels + label_offset, tf.int64)
     image_size, resize_size = as_size(image_size), as_size(resize_size)
+    boxes = _boxes_tensor([split]) if crop_boxes else None
 
     def element(index):
-        image = eval_transform(load(index), image_size, resize_size)
+        image = load(index)
+        if boxes is not None:
+            image = crop_to_box(image, boxes[index])
+        image = eval_transform(image, image_size, resize_size)
+        if low_resolution_size:
+            image = low_resolution(image, low_resolution_size)
         return image, tf.gather(labels, index)
 
     ds = tf.data.Dataset.range(len(split)).map(element, num_parallel_calls=AUTOTUNE)

@@ -18,7 +18,8 @@ import tensorflow as tf
 
 Size = Union[int, Sequence[int]]
 
-__all__ = ["decode_image", "eval_transform", "as_size", "DEFAULT_IMAGE_SIZE", "DEFAULT_RESIZE_SIZE"]
+__all__ = ["decode_image", "eval_transform", "as_size", "crop_to_box", "low_resolution",
+           "DEFAULT_IMAGE_SIZE", "DEFAULT_RESIZE_SIZE"]
 
 DEFAULT_IMAGE_SIZE = (224, 224)
 DEFAULT_RESIZE_SIZE = (256, 256)
@@ -92,3 +93,37 @@ def eval_transform(
     image = image[..., top : top + height, left : left + width, :]
     image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.ensure_shape(image, image.shape[:-3].concatenate([height, width, 3]))
+
+
+def crop_to_box(image, box) -> tf.Tensor:
+    """Crops ``image [H, W, C]`` to ``box = (x, y, w, h)`` in pixels (CUB / CARS196 boxes).
+
+    The box is clipped to the image (at least one pixel); a box with a NaN (no box listed for
+    that image) keeps the whole image.
+    """
+    image = tf.convert_to_tensor(image)
+    box = tf.cast(box, tf.float32)
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    valid = tf.reduce_all(tf.math.is_finite(box))
+    box = tf.where(valid, box, tf.stack([0.0, 0.0, width, height]))
+    x0 = tf.clip_by_value(tf.floor(box[0]), 0.0, width - 1.0)
+    y0 = tf.clip_by_value(tf.floor(box[1]), 0.0, height - 1.0)
+    x1 = tf.clip_by_value(tf.math.ceil(box[0] + box[2]), x0 + 1.0, width)
+    y1 = tf.clip_by_value(tf.math.ceil(box[1] + box[3]), y0 + 1.0, height)
+    x0, y0, x1, y1 = (tf.cast(v, tf.int32) for v in (x0, y0, x1, y1))
+    return image[y0:y1, x0:x1]
+
+
+def low_resolution(image, size: Size) -> tf.Tensor:
+    """Down-samples to ``size`` (anti-aliased) and back up to the input size (bilinear).
+
+    The low-quality view of cross-quality distillation (001 §5.4: 224 → 50×50 → 224). Works on
+    ``[H, W, C]`` or ``[B, H, W, C]`` float pixels with a static spatial size.
+    """
+    image = tf.convert_to_tensor(image)
+    out_size = image.shape[-3:-1]
+    if None in out_size:
+        raise ValueError(f"low_resolution needs a static spatial size, got {image.shape}")
+    small = tf.image.resize(image, as_size(size, "low_resolution"), antialias=True)
+    return tf.clip_by_value(tf.image.resize(small, tuple(out_size), method="bilinear"), 0.0, 255.0)

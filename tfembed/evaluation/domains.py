@@ -17,25 +17,30 @@ from tfembed.evaluation.report import recall_rows
 
 
 def embed_split(model, split, *, image_size, resize_size, batch_size=128, label_offset=0,
-                domain=None):
-    """Embeddings ``[N, D]`` (float32 numpy) and offset labels of a split, in order."""
+                domain=None, crop_boxes=False, low_resolution_size=0):
+    """Embeddings ``[N, D]`` (float32 numpy) and offset labels of a split, in order.
+
+    ``crop_boxes`` / ``low_resolution_size``: the view of the images (see ``eval_dataset``).
+    """
     ds = eval_dataset(split, batch_size, image_size=image_size, resize_size=resize_size,
-                      label_offset=label_offset, domain=domain)
+                      label_offset=label_offset, domain=domain, crop_boxes=crop_boxes,
+                      low_resolution_size=low_resolution_size)
     emb = model.predict(ds.map(lambda x, y: x), verbose=0)
     return np.asarray(emb, np.float32), split.labels + label_offset
 
 
 def embed_domains(model, domains: Sequence[Domain], offsets: Sequence[int], *, image_size,
-                  resize_size, batch_size=128, multi_domain_input=False):
+                  resize_size, batch_size=128, multi_domain_input=False, **view):
     """For each domain: ``(query_emb, query_labels, gallery_emb | None, gallery_labels | None)``.
 
     Domains with a query/gallery split (In-shop) return both; others return the test set as
-    queries and ``None`` gallery (each test image queries the others).
+    queries and ``None`` gallery (each test image queries the others). ``view``: keyword
+    arguments of :func:`embed_split` choosing the images' view (box crop, low resolution).
     """
     out = {}
     for d, (domain, offset) in enumerate(zip(domains, offsets)):
         kw = dict(image_size=image_size, resize_size=resize_size, batch_size=batch_size,
-                  label_offset=offset, domain=d if multi_domain_input else None)
+                  label_offset=offset, domain=d if multi_domain_input else None, **view)
         if domain.has_query_gallery:
             q, ql = embed_split(model, domain.splits["query"], **kw)
             g, gl = embed_split(model, domain.splits["gallery"], **kw)
@@ -61,9 +66,9 @@ def evaluate_embeddings(model_name: str, embedded: Dict[str, tuple], ks=(1, 2, 4
 
 
 def evaluate_model(model_name, model, domains, offsets, *, image_size, resize_size, ks=(1, 2, 4, 8),
-                   batch_size=128, multi_domain_input=False, fused=True):
+                   batch_size=128, multi_domain_input=False, fused=True, **view):
     """Embeds every domain's evaluation splits with ``model`` and returns report rows."""
     embedded = embed_domains(model, domains, offsets, image_size=image_size,
                              resize_size=resize_size, batch_size=batch_size,
-                             multi_domain_input=multi_domain_input)
+                             multi_domain_input=multi_domain_input, **view)
     return evaluate_embeddings(model_name, embedded, ks, fused=fused)

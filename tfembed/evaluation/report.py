@@ -105,6 +105,24 @@ def format_table(rows: Sequence[dict], ks: Sequence[int] = (1, 2, 4, 8)) -> str:
     return "\n".join(out)
 
 
+def format_model_table(rows: Sequence[dict], ks: Sequence[int] = (1, 2, 4, 8),
+                       extra: Sequence[str] = ("nmi", "f1"), gallery: str = "domain") -> str:
+    """One line per (model, domain) of one gallery: ``R@k`` then the ``extra`` metrics present
+    (NMI / F1 for the single-domain distillation reports, as in 004 Table 4), in percent."""
+    picked = [r for r in rows if r.get("gallery") == gallery]
+    extra = [e for e in extra if any(e in r for r in picked)]
+    header = ["model", "domain"] + [f"R@{int(k)}" for k in ks] + [e.upper() for e in extra]
+    body = [[r["model"], r["domain"]] + [_fmt(r.get(f"recall@{int(k)}")) for k in ks]
+            + [_fmt(r.get(e)) for e in extra] for r in picked]
+    widths = [max(len(str(c[i])) for c in [header] + body) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(header), "-" * len(line(header))] + [line(c) for c in body])
+
+
 def format_paper_table(rows: Sequence[dict], gallery: str = "fused",
                        ks: Sequence[int] = (1, 2, 4)) -> str:
     """Rows of one gallery laid out as paper 000's Table 2: one line per model, per domain

@@ -30,6 +30,7 @@ from tfembed.losses.metric import (
     MarginLoss,
     MultiSimilarityLoss,
     ProxyNCAHead,
+    TripletHardLoss,
     TripletSemiHardLoss,
     arcface_loss,
     binomial_deviance_loss,
@@ -38,6 +39,7 @@ from tfembed.losses.metric import (
     margin_loss,
     multi_similarity_loss,
     proxy_nca_loss,
+    triplet_hard_loss,
     triplet_semihard_loss,
 )
 from tfembed.losses.rank import (
@@ -66,6 +68,7 @@ from tfembed.losses.teacher import (
 # (ProxyNCAHead, ArcFaceHead), not Loss objects: the model's optimizer must see their weights.
 LOSSES = {
     "triplet_semihard": TripletSemiHardLoss,
+    "triplet_hard": TripletHardLoss,
     "multi_similarity": MultiSimilarityLoss,
     "contrastive": ContrastiveLoss,
     "margin": MarginLoss,

@@ -79,12 +79,15 @@ def hint_loss(teacher_features, student_features):
     return _batch_mean(_per_sample_norm(student - teacher))
 
 
-def attention_map(features):
+def attention_map(features, size=None):
     """Spatial attention map of NHWC features: ``Σ_c F_c²``, flattened and L2-normalised.
 
     Args:
       features: ``[batch, height, width, channels]`` activations (any rank >= 3 with channels
         last works: every axis between batch and channels is spatial).
+      size: optional ``(height, width)``: the (unnormalised) map of 4-D features is resized to
+        it (bilinear, anti-aliased when shrinking) before flattening, so maps of layers with
+        different spatial sizes can be compared.
 
     Returns:
       ``[batch, height * width]`` float32, each row of unit norm (all zeros for an all-zero map).
@@ -92,11 +95,15 @@ def attention_map(features):
     features = ops.as_float32(features)
     # |F|² = F²: the absolute value in Eq. 10 is redundant for the squared map.
     att = tf.reduce_sum(tf.square(features), axis=-1)
+    if size is not None and tuple(att.shape[1:]) != tuple(size):
+        # Resize the map itself (not the features): the map is what the loss compares, and
+        # resizing it keeps Σ_c F² exact at the source resolution.
+        att = tf.image.resize(att[..., None], tuple(size), antialias=True)[..., 0]
     att = tf.reshape(att, [tf.shape(att)[0], -1])
     return tf.math.l2_normalize(att, axis=1, epsilon=_NORM_EPS)
 
 
-def attention_transfer_loss(teacher_features, student_features):
+def attention_transfer_loss(teacher_features, student_features, resize=False):
     """Attention transfer (Yu et al. 2019, Eq. 10-11; Zagoruyko & Komodakis 2017).
 
     ``A = Σ_c F_c²`` over the channels of NHWC features, flattened and L2-normalised per sample;
@@ -107,13 +114,15 @@ def attention_transfer_loss(teacher_features, student_features):
     Args:
       teacher_features: ``[batch, H, W, C_t]`` teacher activations (frozen targets).
       student_features: ``[batch, H, W, C_s]`` student activations.
+      resize: resize the student's attention map to the teacher's spatial size when they differ
+        (4-D features with static spatial sizes); by default a mismatch is an error.
 
     Returns:
       A float32 scalar.
 
     Raises:
-      ValueError: when the static ranks, batch sizes or spatial sizes differ (resize in the
-        model), or the features are not at least ``[batch, spatial, channels]``.
+      ValueError: when the static ranks, batch sizes or (without ``resize``) spatial sizes
+        differ, or the features are not at least ``[batch, spatial, channels]``.
 
     Example:
 
@@ -130,6 +139,14 @@ def attention_transfer_loss(teacher_features, student_features):
                 f"attention_transfer_loss: {who} features must be [batch, H, W, C] (channels "
                 f"last), got shape {shape}."
             )
+    size = None
+    if resize:
+        if t_shape.rank != 4 or s_shape.rank != 4 or None in t_shape[1:3]:
+            raise ValueError(
+                "attention_transfer_loss(resize=True) needs 4-D features with a static teacher "
+                f"spatial size, got teacher {t_shape} and student {s_shape}.")
+        size = tuple(t_shape[1:3])
+        s_shape = s_shape[:1].concatenate(size).concatenate(s_shape[3:])
     if t_shape.rank is not None and s_shape.rank is not None:
         if t_shape.rank != s_shape.rank or not t_shape[:-1].is_compatible_with(s_shape[:-1]):
             raise ValueError(
@@ -137,7 +154,7 @@ def attention_transfer_loss(teacher_features, student_features):
                 f"{s_shape} must agree on batch and spatial sizes (channels may differ); resize "
                 "the student's maps in the model."
             )
-    diff = attention_map(student) - attention_map(teacher)
+    diff = attention_map(student, size) - attention_map(teacher)
     return _batch_mean(_per_sample_norm(diff))
 
 
@@ -169,6 +186,7 @@ class AttentionTransferLoss(EmbeddingLoss):
     """Loss class of `attention_transfer_loss` (``y_true`` = teacher, ``y_pred`` = student maps).
 
     Args:
+      resize: resize the student's map to the teacher's spatial size (see the function).
       name, reduction, dtype: as for `HintLoss`.
 
     Example:
@@ -177,6 +195,7 @@ class AttentionTransferLoss(EmbeddingLoss):
     ...               loss={"embedding": ..., "attention": AttentionTransferLoss()})
     """
 
-    def __init__(self, name="attention_transfer_loss", reduction="sum_over_batch_size",
-                 dtype=None):
-        super().__init__(attention_transfer_loss, name=name, reduction=reduction, dtype=dtype)
+    def __init__(self, resize=False, name="attention_transfer_loss",
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(attention_transfer_loss, name=name, reduction=reduction, dtype=dtype,
+                         resize=bool(resize))

@@ -38,6 +38,8 @@ __all__ = [
     "BinomialDevianceLoss",
     "ProxyNCAHead",
     "ArcFaceHead",
+    "triplet_hard_loss",
+    "TripletHardLoss",
 ]
 
 _INF = float("inf")
@@ -119,6 +121,43 @@ def triplet_semihard_loss(labels, embeddings, margin=1.0):
     hinge = tf.maximum(dist - d_an + margin, 0.0)
     total = tf.reduce_sum(tf.where(valid, hinge, 0.0))
     return tf.math.divide_no_nan(total, _count(valid))
+
+
+def triplet_hard_loss(labels, embeddings, margin=1.0):
+    """Triplet loss with hard negative mining in the batch (001 §5.1, after Simo-Serra et al.).
+
+    For every ordered positive pair ``(a, p)``, ``a != p``, the negative is the closest ``n`` to
+    ``a`` with a different label (the hardest); the loss is the mean over positive pairs of
+    ``max(d(a, p) - d(a, n) + margin, 0)`` with Euclidean distances. Pairs whose anchor has no
+    negative in the batch are left out; with no triplet at all the loss is 0.
+
+    Args:
+      labels: ``[batch]`` class labels (any dtype; compared by equality).
+      embeddings: ``[batch, dim]`` float embeddings.
+      margin: the triplet margin.
+
+    Returns:
+      A float32 scalar.
+
+    Example:
+
+    >>> labels = tf.constant([0, 0, 1, 1])
+    >>> embeddings = tf.constant([[0.0], [1.0], [0.5], [2.0]])
+    >>> float(triplet_hard_loss(labels, embeddings, margin=1.0))
+    1.625
+    """
+    embeddings = ops.as_float32(embeddings)
+    labels = _flat_labels(labels)
+    positive, negative = _pair_masks(labels)
+    dist = ops.pairwise_distances(embeddings)
+    # Mining is a selection (stop_gradient on the argmin), the chosen distance stays
+    # differentiable.
+    neg_index = tf.argmin(tf.where(negative, tf.stop_gradient(dist), _INF), axis=1)
+    d_an = tf.gather(dist, neg_index, batch_dims=1)[:, None]
+    has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
+    valid = tf.logical_and(positive, has_negative)
+    hinge = tf.maximum(dist - d_an + margin, 0.0)
+    return tf.math.divide_no_nan(tf.reduce_sum(tf.where(valid, hinge, 0.0)), _count(valid))
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,6 +604,27 @@ class TripletSemiHardLoss(EmbeddingLoss):
     def __init__(self, margin=1.0, name="triplet_semihard_loss", reduction="sum_over_batch_size",
                  dtype=None):
         super().__init__(triplet_semihard_loss, name=name, reduction=reduction, dtype=dtype,
+                         margin=margin)
+
+
+@keras.saving.register_keras_serializable(package="tfembed")
+class TripletHardLoss(EmbeddingLoss):
+    """Loss class of `triplet_hard_loss` (``y_true`` = labels, ``y_pred`` = embeddings).
+
+    Args:
+      margin: the triplet margin.
+      name, reduction, dtype: as for `TripletSemiHardLoss`.
+
+    Example:
+
+    ```python
+    model.compile(optimizer="adam", loss=TripletHardLoss(margin=0.2))
+    ```
+    """
+
+    def __init__(self, margin=1.0, name="triplet_hard_loss", reduction="sum_over_batch_size",
+                 dtype=None):
+        super().__init__(triplet_hard_loss, name=name, reduction=reduction, dtype=dtype,
                          margin=margin)
 
 

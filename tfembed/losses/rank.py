@@ -469,6 +469,11 @@ class LargeMarginSoftmaxHead(keras.layers.Layer):
         return large_margin_softmax_loss(labels, embeddings, self.kernel, margin=self.margin,
                                          lam=self.lam)
 
+    def logits(self, embeddings):
+        """Class logits ``W f`` without the margin (what the head predicts at test time, and
+        what Hinton KD compares, DarkRank's "KD" setting)."""
+        return tf.matmul(tf.cast(embeddings, tf.float32), self.kernel, transpose_b=True)
+
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, margin=self.margin, lam=self.lam,

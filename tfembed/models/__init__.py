@@ -10,4 +10,5 @@ from tfembed.models.backbones import (
 )
 from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_model, load_embedder
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
+from tfembed.models.distiller import Distiller
 from tfembed.models.universal import UniversalDistiller

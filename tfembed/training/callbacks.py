@@ -149,3 +149,17 @@ class RecallAtKCallback(keras.callbacks.Callback):
         entry = {"epoch": int(epoch)}
         entry.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
         self.history.append(entry)
+
+
+class SaveStudent(keras.callbacks.Callback):
+    """Saves only ``model.student`` at the end of every epoch (a distiller's checkpoint).
+
+    Teachers are inputs, and adapters or heads are training aids: the student is the result.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.student.save(self.path)

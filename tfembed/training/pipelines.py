@@ -8,6 +8,11 @@ concatenation and fused-training baselines, the SND/RKD-distilled universal embe
 evaluated per domain and on the fused gallery into one report.json (rewritten after every method,
 so an interrupted run keeps what it finished), the diagnostics of paper 000's figures, and the
 export of the universal models.
+
+``distill`` (papers 001 / 004): one domain, a large teacher (trained, or ``--set teachers=``),
+then one compact student per ``distill.methods`` entry (student alone, + absolute / relative
+teacher, + hint / attention, DarkRank, Hinton KD, semi-supervised and cross-quality variants),
+each evaluated with Recall@K (and NMI / F1) into report.json.
 """
 
 import json
@@ -22,10 +27,12 @@ from tfembed import export as export_lib
 from tfembed.data.preprocess import default_label_offsets
 from tfembed.data.sources import load_domain
 from tfembed.evaluation.domains import embed_domains, evaluate_embeddings, evaluate_model
-from tfembed.evaluation.report import format_paper_table, write_report
+from tfembed.evaluation.clustering import nmi_f1
+from tfembed.evaluation.report import format_model_table, format_paper_table, write_report
 from tfembed.models import load_embedder
 from tfembed.training.specialist import build_model, train_specialist
 from tfembed.training.strategy import get_strategy
+from tfembed.training import distill as distill_lib
 from tfembed.training import universal as universal_lib
 
 PIPELINES = {}
@@ -212,4 +219,61 @@ def run_self_distill(config, workdir):
                                **kw)
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
     write_report(workdir, config.recipe, config.to_dict(), rows)
+    return rows
+
+
+@pipeline("distill")
+def run_distill(config, workdir):
+    strategy = get_strategy(config.get("strategy", "default"))
+    distill_lib.check_config(config)  # method typos fail before the teacher trains
+    domains = load_domains(config)
+    if len(domains) != 1:
+        raise ValueError(f"the distill pipeline takes one domain, got {list(config.domains)}")
+    domain = domains[0]
+    d = config.distill
+    ks = tuple(config.eval.ks)
+    rows, students = [], {}
+
+    def evaluate(name, model, model_cfg, view):
+        start = time.time()
+        embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
+                                 image_size=int(model_cfg.image_size),
+                                 resize_size=int(model_cfg.resize_size), **view)
+        new = evaluate_embeddings(name, embedded, ks, fused=False)
+        if d.get("clustering", True):
+            q, ql, g, gl = embedded[domain.name]
+            x, y = (q, ql) if g is None else (np.concatenate([q, g]), np.concatenate([ql, gl]))
+            new[0].update(nmi_f1(x, y, seed=int(config.seed)))
+        rows.extend(new)
+        write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+        logging.info("evaluated %s in %.1f s", name, time.time() - start)
+
+    teachers = list(config.get("teachers", []) or [])
+    if teachers:
+        if len(teachers) != 1:
+            raise ValueError(f"the distill pipeline takes one teacher, got {teachers}")
+        teacher = load_embedder(teachers[0])
+    else:
+        teacher, _ = train_specialist(
+            distill_lib.teacher_domain(domain, config), distill_lib.teacher_config(config),
+            os.path.join(workdir, "teacher"), strategy, name="teacher")
+    evaluate(f"teacher/{config.teacher.backbone}", teacher, config.teacher,
+             distill_lib.teacher_view(config))
+    classifier = None
+    if any("kd" in distill_lib.parse_method(m)[0] for m in d.methods):
+        classifier = distill_lib.fit_teacher_classifier(
+            teacher, distill_lib.teacher_domain(domain, config).train, config,
+            distill_lib.num_train_classes(domain.train))
+    for method in d.methods:
+        name = distill_lib.row_name(method)
+        start = time.time()
+        students[method], _ = distill_lib.train_student(
+            method, domain, teacher, config, os.path.join(workdir, name), strategy,
+            teacher_classifier=classifier)
+        logging.info("trained %s in %.1f s", name, time.time() - start)
+        evaluate(name, students[method], config.model, distill_lib.student_view(config))
+    write_report(workdir, config.recipe, config.to_dict(), rows)
+    print(format_model_table(rows, ks))
+    export_models(config, workdir, [(distill_lib.row_name(m).replace("/", "_").replace(
+        "+", "_").replace("@", "_"), students[m]) for m in d.get("export", []) if m in students])
     return rows

@@ -48,10 +48,13 @@ def make_optimizer(train_cfg, learning_rate=None):
     raise ValueError(f"unknown optimizer {name!r} (train.optimizer); use adam, adamw or sgd")
 
 
-def eval_sets(domains, offsets, config, multi_domain_input=False):
-    """``{domain: (query_ds, gallery_ds | None)}`` for RecallAtKCallback."""
+def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
+    """``{domain: (query_ds, gallery_ds | None)}`` for RecallAtKCallback.
+
+    ``view``: ``crop_boxes`` / ``low_resolution_size`` of ``eval_dataset``.
+    """
     m, e = config.model, config.eval
-    kw = dict(image_size=int(m.image_size), resize_size=int(m.resize_size))
+    kw = dict(image_size=int(m.image_size), resize_size=int(m.resize_size), **view)
     sets = {}
     for d, (domain, offset) in enumerate(zip(domains, offsets)):
         dom = d if multi_domain_input else None
@@ -96,11 +99,14 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
         model.compile(optimizer=make_optimizer(t),
                       loss=get_loss(t.loss, **dict(t.get("loss_kwargs", {}))),
                       jit_compile=False)
+    # train.crop_boxes: train and evaluate on bounding-box crops (a cross-quality teacher).
+    crop = bool(t.get("crop_boxes", False))
     train_ds = training_batches(
         [domain.train], int(t.classes_per_batch), int(t.images_per_class),
         image_size=int(m.image_size), resize_size=int(m.resize_size), flip=bool(t.flip),
-        seed=int(config.seed))
-    recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
+        seed=int(config.seed), crop_boxes=crop)
+    recall = RecallAtKCallback(eval_sets([domain], [0], config, crop_boxes=crop),
+                               ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
     fit_for_steps(model, train_ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
                   what=f"{model.name} on {domain.name}",

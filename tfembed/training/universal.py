@@ -25,7 +25,7 @@ from tfembed.evaluation.domains import embed_split
 from tfembed.losses import get_loss
 from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names
 from tfembed.models.universal import UniversalDistiller
-from tfembed.training.callbacks import RecallAtKCallback
+from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.specialist import build_model, eval_sets, fit_for_steps, make_optimizer
 
 #: Short policy names used in method names and report rows → sampling.POLICIES.
@@ -119,17 +119,6 @@ def distill_loss_for(method, config):
     raise ValueError(f"{method!r} is not a distillation method ({DISTILL_METHODS})")
 
 
-class _SaveStudent(keras.callbacks.Callback):
-    """Saves only the student each epoch (the teachers are inputs, not results)."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.model.student.save(self.path)
-
-
 def train_distilled(method, domains, offsets, teachers, config, run_dir, strategy):
     """The universal student distilled from ``teachers`` (one per domain, None allowed for a
     domain with a ``universal.domain_losses`` entry). Returns ``(student, recall_history)``."""
@@ -159,7 +148,7 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
                   run_dir, recall, what=f"universal {method} ({policy} sampling)",
                   batch_size=int(config.train.classes_per_batch) *
                   int(config.train.images_per_class),
-                  checkpoint=_SaveStudent(os.path.join(run_dir, "checkpoint.keras")))
+                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")))
     student.save(os.path.join(run_dir, "model.keras"))
     return student, recall.history
 

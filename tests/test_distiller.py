@@ -1,0 +1,241 @@
+"""Distiller (papers 001/004): frozen teacher, switchable terms, adapters, semi-supervised rows,
+cross-quality views, replicas, serialization."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfembed.data.preprocess_ops import low_resolution
+from tfembed.losses import (
+    LargeMarginSoftmaxHead,
+    TripletSemiHardLoss,
+    VerificationHead,
+    attention_transfer_loss,
+    hinton_kd_loss,
+    relative_teacher_loss,
+    triplet_semihard_loss,
+)
+from tfembed.models import Distiller, build_embedder, feature_model
+
+SIZE = 32
+LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+
+
+def _cnn(width, dim=16, name=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    return build_embedder("small_cnn", dim, input_shape=(SIZE, SIZE, 3), width=width, name=name)
+
+
+def _images(rng, n=8):
+    return rng.uniform(0, 255, (n, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def _classifier(dim=16, classes=4):
+    layer = keras.layers.Dense(classes, name="teacher_logits")
+    layer.build((None, dim))
+    return layer
+
+
+def _full(student, teacher, **overrides):
+    """A Distiller with every term on; ``overrides`` switch terms off."""
+    keras.utils.set_random_seed(7)  # same adapter / head initialisation in every variant
+    lsoftmax = LargeMarginSoftmaxHead(4, margin=3, name="lsoftmax")
+    kwargs = dict(
+        distill_loss="relative_teacher", distill_weight=0.7,
+        metric_loss=TripletSemiHardLoss(margin=0.2), metric_weight=1.3,
+        # teacher stage3 (4x4, 64 ch) vs student stage2 (8x8, 4 ch): channels and size differ
+        hint_layers=[("stage3", "stage2")], hint_weight=0.01,
+        attention_layers=[("stage2", "stage3"), ("stage4", "stage4")], attention_weight=2.0,
+        heads=[(lsoftmax, 1.0), (VerificationHead(name="verification"), 5.0)],
+        teacher_classifier=_classifier(), kd_weight=0.5)
+    kwargs.update(overrides)
+    if kwargs["heads"] == "lsoftmax only":
+        kwargs["heads"] = [(lsoftmax, 1.0)]
+    model = Distiller(student, teacher, **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+def test_teacher_frozen_student_and_adapters_trained(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    model = _full(student, teacher)
+    before_t = [w.numpy().copy() for w in teacher.weights]  # BatchNorm statistics included
+    before_s = [w.numpy().copy() for w in student.trainable_weights]
+    adapter = model.hint_adapters[0]
+    before_a = adapter.kernel.numpy().copy()
+    x = _images(rng)
+    model.fit(x, LABELS, batch_size=8, epochs=3, verbose=0)
+    for a, w in zip(before_t, teacher.weights):
+        np.testing.assert_array_equal(a, w.numpy())
+    assert sum(not np.allclose(a, w.numpy()) for a, w in zip(before_s, student.trainable_weights)) \
+        > len(before_s) // 2
+    assert not np.allclose(before_a, adapter.kernel.numpy())
+    assert adapter.kernel.shape == (1, 1, 8, 64)  # student stage2 channels → teacher stage3
+    np.testing.assert_allclose(model(x), student(x), rtol=1e-6)
+
+
+TERMS = {"metric_loss": dict(metric_loss=None), "distill_loss": dict(distill_loss=None),
+         "hint_loss": dict(hint_weight=0.0), "attention_loss": dict(attention_layers=()),
+         "kd_loss": dict(kd_weight=0.0), "verification": dict(heads="lsoftmax only")}
+WEIGHTS = {"metric_loss": 1.3, "distill_loss": 0.7, "hint_loss": 0.01, "attention_loss": 2.0,
+           "kd_loss": 0.5, "lsoftmax": 1.0, "verification": 5.0}
+
+
+def _logs(model, x, y=LABELS):
+    return {k: float(v) for k, v in model.test_on_batch(x, y, return_dict=True).items()}
+
+
+@pytest.mark.parametrize("term", sorted(TERMS))
+def test_each_term_switches_off(rng, term):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    x = _images(rng)
+    full = _logs(_full(student, teacher), x)
+    assert set(full) == {"loss", *WEIGHTS}
+    assert full["loss"] == pytest.approx(sum(WEIGHTS[k] * full[k] for k in WEIGHTS), rel=1e-5)
+    off = _logs(_full(student, teacher, **TERMS[term]), x)
+    assert term not in off
+    for key, value in off.items():
+        if key != "loss":
+            assert value == pytest.approx(full[key], rel=1e-5, abs=1e-7), key
+    expected = sum(WEIGHTS[k] * full[k] for k in WEIGHTS if k != term)
+    assert off["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_terms_match_their_loss_functions(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    model = _full(student, teacher)
+    x = _images(rng)
+    logs = _logs(model, x)
+    t_maps = feature_model(teacher, ["stage2", "stage4"])(x, training=False)
+    s_maps = feature_model(student, ["stage3", "stage4"])(x, training=False)
+    t, s = t_maps[-1], s_maps[-1]
+    assert logs["distill_loss"] == pytest.approx(float(relative_teacher_loss(t, s)), rel=1e-5)
+    assert logs["metric_loss"] == pytest.approx(
+        float(triplet_semihard_loss(LABELS, s, margin=0.2)), rel=1e-5)
+    # student stage3 is 4x4, teacher stage2 8x8: the student's map is resized to 8x8
+    at = (attention_transfer_loss(t_maps[0], s_maps[0], resize=True)
+          + attention_transfer_loss(t_maps[1], s_maps[1]))
+    assert logs["attention_loss"] == pytest.approx(float(at), rel=1e-5)
+    head = [h for h in model.heads if h.name == "lsoftmax"][0]
+    kd = hinton_kd_loss(model.teacher_classifier(t), head.logits(s), temperature=4.0)
+    assert logs["kd_loss"] == pytest.approx(float(kd), rel=1e-4)
+
+
+def test_unlabelled_rows_get_no_metric_loss(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    model = Distiller(student, teacher, "relative_teacher", metric_loss="triplet_semihard",
+                      heads=[(LargeMarginSoftmaxHead(4, name="lsoftmax"), 1.0)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    x = _images(rng)
+    unlabelled = np.full(8, -1)
+    logs = _logs(model, x, unlabelled)
+    assert logs["metric_loss"] == 0.0 and logs["lsoftmax"] == 0.0
+    assert logs["loss"] == pytest.approx(logs["distill_loss"], rel=1e-6)
+    # The step on an all-unlabelled batch is the step of the teacher term alone.
+    kd_only = Distiller(student, teacher, "relative_teacher")
+    with tf.GradientTape(persistent=True) as tape:
+        s = student(x, training=True)
+        full = model._weighted_total(model._terms([], teacher(x), [], s, tf.constant(unlabelled)))
+        alone = kd_only._weighted_total(kd_only._terms([], teacher(x), [], s, None))
+    for a, b in zip(tape.gradient(full, student.trainable_weights),
+                    tape.gradient(alone, student.trainable_weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    # Mixed batch: the metric loss sees exactly the labelled rows.
+    mixed = np.array([0, 0, 1, 1, -1, -1, -1, -1])
+    logs = _logs(model, x, mixed)
+    s = student(x)
+    assert logs["metric_loss"] == pytest.approx(
+        float(triplet_semihard_loss(mixed[:4], s[:4], margin=1.0)), rel=1e-5)
+    model.fit(x, unlabelled, batch_size=8, epochs=1, verbose=0)  # trains without labels
+
+
+def test_cross_quality_feeds_teacher_and_student_different_inputs(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    model = Distiller(student, teacher, "relative_teacher")
+    model.compile(optimizer="adam")
+    clean = _images(rng)
+    degraded = low_resolution(clean, 8).numpy()
+    assert not np.allclose(clean, degraded)
+    inputs = {"images": clean, "student_images": degraded}
+    _, t = model.teacher_outputs(inputs)
+    np.testing.assert_allclose(t, teacher(clean), rtol=1e-5)
+    assert not np.allclose(t, teacher(degraded), atol=1e-4)
+    np.testing.assert_allclose(model(inputs), student(degraded), rtol=1e-5)
+    logs = _logs(model, inputs)
+    expected = relative_teacher_loss(teacher(clean), student(degraded))
+    assert logs["distill_loss"] == pytest.approx(float(expected), rel=1e-5)
+    wrong = relative_teacher_loss(teacher(clean), student(clean))
+    assert logs["distill_loss"] != pytest.approx(float(wrong), rel=1e-3)
+
+
+def test_student_alone_never_runs_the_teacher(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    model = Distiller(student, teacher, None, metric_loss="triplet_semihard")
+    assert not model._needs_teacher and model.teacher_outputs(_images(rng)) == ([], None)
+    model.compile(optimizer="adam")
+    logs = model.fit(_images(rng), LABELS, batch_size=8, verbose=0).history
+    assert set(logs) == {"loss", "metric_loss"}
+
+
+def test_configuration_errors(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, dim=8, name="student", seed=1)
+    with pytest.raises(ValueError, match="16-d.*8-d"):
+        Distiller(student, teacher, "absolute_teacher")
+    with pytest.raises(ValueError, match="no loss term"):
+        Distiller(student, teacher, None)
+    with pytest.raises(ValueError, match="teacher_classifier"):
+        Distiller(student, teacher, "relative_teacher", kd_weight=1.0)
+    with pytest.raises(ValueError, match="logits"):
+        Distiller(student, teacher, "relative_teacher", kd_weight=1.0,
+                  teacher_classifier=_classifier())
+    with pytest.raises(ValueError, match="pairs"):
+        Distiller(student, teacher, "relative_teacher", hint_layers=["stage2"], hint_weight=1.0)
+    with pytest.raises(ValueError, match="No layer 'nope'"):
+        Distiller(student, teacher, "relative_teacher", attention_layers=[("nope", "stage2")],
+                  attention_weight=1.0)
+
+
+def _dense(seed, dim=8):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    x = keras.layers.Dense(dim, kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    return keras.Model(inputs, keras.layers.UnitNormalization()(x))
+
+
+def _one_step(strategy, x, y, teacher_weights, student_weights, global_batch=True):
+    with strategy.scope():
+        teacher, student = _dense(1), _dense(2)
+        teacher.set_weights(teacher_weights)
+        student.set_weights(student_weights)
+        model = Distiller(student, teacher, "relative_teacher", metric_loss="triplet_semihard",
+                          global_batch=global_batch)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
+    return [w.numpy() for w in student.weights]
+
+
+def test_one_replica_equals_two_replicas(rng, two_replica_strategy):
+    x = _images(rng)
+    tw, sw = _dense(1).get_weights(), _dense(2).get_weights()
+    one = _one_step(tf.distribute.get_strategy(), x, LABELS, tw, sw)
+    two = _one_step(two_replica_strategy, x, LABELS, tw, sw)
+    assert not np.allclose(one[0], sw[0])
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    local = _one_step(two_replica_strategy, x, LABELS, tw, sw, global_batch=False)
+    assert not np.allclose(local[0], one[0], atol=1e-6)
+
+
+def test_config_round_trip(tmp_path, rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    path = str(tmp_path / "teacher.keras")
+    teacher.save(path)
+    model = _full(student, path)
+    config = model.get_config()
+    assert config["teacher"] == path
+    clone = Distiller.from_config(config)
+    assert clone.hint_layers == [("stage3", "stage2")] and clone.kd_weight == 0.5
+    assert [h.name for h in clone.heads] == ["lsoftmax", "verification"]
+    clone.compile(optimizer="adam")
+    assert set(_logs(clone, _images(rng))) == set(_logs(model, _images(rng)))
