@@ -21,3 +21,6 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
     assert set(recalls) == {1, 2, 4, 8} and 0 < recalls[1] <= recalls[8] <= 1
     assert os.path.isfile(os.path.join("saved_models", "universal_demo", "1", "saved_model.pb"))
     assert namespace["universal"].student is namespace["student"]
+    distiller = namespace["distiller"]
+    assert distiller.student is namespace["small"]
+    assert {"metric_loss", "distill_loss", "attention_loss"} <= {m.name for m in distiller.metrics}

@@ -57,7 +57,8 @@ def base_config():
     c.train = ml_collections.ConfigDict(dict(
         loss="triplet_semihard", loss_kwargs={"margin": 0.2}, classes_per_batch=32,
         images_per_class=4, optimizer="adam", learning_rate=1e-5, weight_decay=0.0,
-        steps=20000, steps_per_epoch=500, flip=True, crop_boxes=False))
+        steps=20000, steps_per_epoch=500, flip=True, crop_boxes=False, lr_drops=[],
+        lr_drop_factor=0.1))
     c.eval = ml_collections.ConfigDict(dict(ks=[1, 2, 4, 8], batch_size=128, every_n_epochs=1,
                                             max_images_per_split=0, random_init_baseline=False,
                                             fused=True))
@@ -119,7 +120,8 @@ def distill_defaults():
     kd_temperature, kd_classifier_epochs: Hinton KD's T; epochs of the teacher's linear head.
     labelled_fraction: < 1 splits each training class into labelled / unlabelled (001 §5.2).
     cross_quality: none | lowres | uncropped (001 §5.4); low_resolution_size: 50 in 001.
-    teacher_steps: the teacher's training steps (0: ``train.steps``).
+    teacher_steps, teacher_learning_rate: the teacher's training steps and learning rate (0:
+      as in ``train``).
     clustering: add NMI and F1 (k-means) to the report rows (004 Table 4).
     export: methods whose student is exported as a SavedModel.
     """
@@ -138,7 +140,7 @@ def distill_defaults():
         labelled_fraction=1.0,
         cross_quality="none", low_resolution_size=50,
         global_batch=True,
-        teacher_steps=0,
+        teacher_steps=0, teacher_learning_rate=0.0,
         clustering=True,
         export=[],
     ))

@@ -21,11 +21,15 @@ minutes): every teacher term above the student alone; relative ≥ absolute.
 
 from tfembed.configs._base import base_config, distill_defaults
 
+# Smoke: 2 steps and a few of the methods (every method list is checked without training
+# by the tests; the paper recipes" smoke runs cover every kind of term).
 SMOKE = {
     "train.steps": 2,
     "train.steps_per_epoch": 2,
     "eval.max_images_per_split": 120,
     "distill.kd_classifier_epochs": 1,
+    "distill.methods": ["ml", "ml+rel+at", "ml+rel+hint"],
+    "distill.export": ["ml+rel+at"],
 }
 
 

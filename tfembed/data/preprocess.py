@@ -188,11 +188,11 @@ def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
     """Endless batches of uniformly shuffled images with label ``-1`` (unlabelled).
 
     The batch composition must not use the hidden labels (no class-balanced c×k sampling): an
-    unlabelled stream only knows which images exist.
+    unlabelled stream only knows which images exist. Batches run across pass boundaries, so a
+    split smaller than a batch still works (with repeats).
     """
-    if len(split) < batch_size:
-        raise ValueError(f"unlabelled split has {len(split)} images, fewer than one batch of "
-                         f"{batch_size}")
+    if len(split) == 0:
+        raise ValueError("the unlabelled split is empty")
     load = make_loader(split)
     aug_seed = tf.constant([seed, 0x51A], tf.int64)
 
@@ -201,7 +201,9 @@ def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
                                 flip)
         return image, tf.constant(-1, tf.int64)
 
-    ds = tf.data.Dataset.range(len(split)).repeat().shuffle(len(split), seed=seed)
+    # A fresh permutation per pass (shuffle before repeat): every image once per epoch.
+    ds = tf.data.Dataset.range(len(split)).shuffle(len(split), seed=seed,
+                                                   reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate().map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 

@@ -150,10 +150,10 @@ def triplet_hard_loss(labels, embeddings, margin=1.0):
     labels = _flat_labels(labels)
     positive, negative = _pair_masks(labels)
     dist = ops.pairwise_distances(embeddings)
-    # Mining is a selection (stop_gradient on the argmin), the chosen distance stays
-    # differentiable.
-    neg_index = tf.argmin(tf.where(negative, tf.stop_gradient(dist), _INF), axis=1)
-    d_an = tf.gather(dist, neg_index, batch_dims=1)[:, None]
+    # The hardest negative's distance (its gradient reaches that negative only); anchors with no
+    # negative get +inf, i.e. a zero hinge, and are masked out below. reduce_min rather than an
+    # argmin keeps empty batches valid.
+    d_an = tf.reduce_min(tf.where(negative, dist, _INF), axis=1, keepdims=True)
     has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
     valid = tf.logical_and(positive, has_negative)
     hinge = tf.maximum(dist - d_an + margin, 0.0)

@@ -252,6 +252,12 @@ class Distiller(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
+    def compile(self, optimizer="rmsprop", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        # Create the optimizer slots of exactly the weights train_step updates now: slots
+        # created inside the first trace make tf.function trace the step a second time.
+        self.optimizer.build(self._student_variables())
+
     def _student_variables(self):
         seen, out = set(), []
         parts = [self.student, *[a for a in self.hint_adapters if a is not None], *self.heads]

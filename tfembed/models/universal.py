@@ -153,6 +153,11 @@ class UniversalDistiller(keras.Model):
     def metrics(self):
         return [self.loss_tracker, *self.domain_trackers]
 
+    def compile(self, optimizer="rmsprop", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+        # Slots created inside the first trace would make tf.function trace the step twice.
+        self.optimizer.build(self.student.trainable_weights)
+
     # ------------------------------------------------------------------------------ forward
 
     def call(self, inputs, training=False):

@@ -127,6 +127,8 @@ def teacher_config(config):
     c.train.crop_boxes = config.distill.cross_quality == "uncropped"
     if config.distill.get("teacher_steps"):
         c.train.steps = int(config.distill.teacher_steps)
+    if config.distill.get("teacher_learning_rate"):
+        c.train.learning_rate = float(config.distill.teacher_learning_rate)
     return c
 
 

@@ -1,0 +1,20 @@
+"""Absolute teacher (001 Eq. 4, Eq. 7) on Stanford Online Products: ResNet-101 → ResNet-18.
+
+Trains the ResNet-101 teacher, then the ResNet-18 student alone (``ml``) and with the
+absolute teacher (``ml+abs``). Paper settings in ``_distill.paper_001``.
+
+Command:
+  tfembed-train --recipe abs_teacher_resnet18_sop --set data_dir=/path/to/datasets
+Expected result (001 Table 2, Recall@1 %):
+  student/ml 61.7, student/ml+abs 68.0, teacher 69.5.
+Smoke run (small CNNs, 2 steps):
+  tfembed-train --recipe abs_teacher_resnet18_sop --set smoke=true
+"""
+
+from tfembed.configs._distill import PAPER_DISTILL_SMOKE, paper_001
+
+SMOKE = dict(PAPER_DISTILL_SMOKE)
+
+
+def get_config():
+    return paper_001("sop", ["ml", "ml+abs"])

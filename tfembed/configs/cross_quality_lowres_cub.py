@@ -1,0 +1,24 @@
+"""Cross-quality distillation (001 §5.4, Table 6) on CUB-200-2011: lowres.
+
+Low resolution: the students see images down-sampled to 50×50 and back up to 224, in training
+and test; the teacher sees the full-resolution images. Teacher and students are ResNet-18 (the
+point is the quality gap, not compression); other settings as ``_distill.paper_001``.
+
+Command:
+  tfembed-train --recipe cross_quality_lowres_cub --set data_dir=/path/to/datasets
+Expected result (001 Table 6, Recall@1 %):
+  student/ml 44.4, student/ml+abs 45.7, student/ml+rel 46.2, teacher 53.7.
+Smoke run (small CNNs, 2 steps):
+  tfembed-train --recipe cross_quality_lowres_cub --set smoke=true
+"""
+
+from tfembed.configs._distill import PAPER_DISTILL_SMOKE, paper_001
+
+SMOKE = dict(PAPER_DISTILL_SMOKE)
+
+
+def get_config():
+    c = paper_001("cub", ["ml", "ml+abs", "ml+rel"])
+    c.teacher.backbone = "resnet18"
+    c.distill.cross_quality = "lowres"
+    return c
