@@ -115,3 +115,13 @@ def test_method_typos_fail_before_the_teacher_trains(tmp_path):
     with pytest.raises(ValueError, match="no labels"):
         distill.parse_method("ml@unlabelled")
     assert distill.parse_method("ml+rel+at@semi") == (["ml", "rel", "at"], "semi")
+
+
+def test_teacher_train_overrides_and_typos():
+    c = recipes.resolve("darkrank_hard_cub", [])
+    teacher = distill.teacher_config(c)
+    assert teacher.train.learning_rate == 0.01 and c.train.learning_rate == 5e-4
+    assert teacher.model.backbone == "resnet50"
+    c.distill.teacher_train = {"learnig_rate": 0.1}
+    with pytest.raises(ValueError, match="learnig_rate"):
+        distill.teacher_config(c)

@@ -120,8 +120,8 @@ def distill_defaults():
     kd_temperature, kd_classifier_epochs: Hinton KD's T; epochs of the teacher's linear head.
     labelled_fraction: < 1 splits each training class into labelled / unlabelled (001 §5.2).
     cross_quality: none | lowres | uncropped (001 §5.4); low_resolution_size: 50 in 001.
-    teacher_steps, teacher_learning_rate: the teacher's training steps and learning rate (0:
-      as in ``train``).
+    teacher_train: overrides of the ``train`` block for the teacher (e.g. its learning rate:
+      004 trains the teacher at 0.01 and the student at 5e-4).
     clustering: add NMI and F1 (k-means) to the report rows (004 Table 4).
     export: methods whose student is exported as a SavedModel.
     """
@@ -140,7 +140,7 @@ def distill_defaults():
         labelled_fraction=1.0,
         cross_quality="none", low_resolution_size=50,
         global_batch=True,
-        teacher_steps=0, teacher_learning_rate=0.0,
+        teacher_train={},
         clustering=True,
         export=[],
     ))

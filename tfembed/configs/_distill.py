@@ -19,7 +19,6 @@ PAPER_DISTILL_SMOKE = dict(PAPER_SMOKE, **{
     "distill.hint_layers": [["stage3", "stage3"]],
     "distill.attention_layers": [["stage3", "stage3"]],
     "distill.kd_classifier_epochs": 1,
-    "distill.teacher_steps": 2,
     "eval.every_n_epochs": 1000,
 })
 
@@ -95,7 +94,7 @@ def paper_004(methods):
     c.train.steps = 73300  # 100 epochs of the 5864 CUB training images in batches of 8
     c.train.steps_per_epoch = 733
     c.train.lr_drops = [0.5, 0.75]
-    c.distill.teacher_learning_rate = 0.01
+    c.distill.teacher_train = {"learning_rate": 0.01}
     c.distill.metric_weight = 0.1
     c.distill.heads = {"lsoftmax": {"weight": 1.0, "margin": 3},
                        "verification": {"weight": 5.0}}

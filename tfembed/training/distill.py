@@ -125,10 +125,11 @@ def teacher_config(config):
     c = config.copy_and_resolve_references()
     c.model = config.teacher
     c.train.crop_boxes = config.distill.cross_quality == "uncropped"
-    if config.distill.get("teacher_steps"):
-        c.train.steps = int(config.distill.teacher_steps)
-    if config.distill.get("teacher_learning_rate"):
-        c.train.learning_rate = float(config.distill.teacher_learning_rate)
+    for key, value in dict(config.distill.get("teacher_train", {})).items():
+        if key not in c.train:
+            raise ValueError(f"distill.teacher_train.{key} is not a train key; train keys: "
+                             f"{', '.join(sorted(c.train))}")
+        c.train[key] = value
     return c
 
 
@@ -224,7 +225,7 @@ def training_data(domain, config, data):
 
 def build_distiller(method, student, teacher, config, num_classes, teacher_classifier=None):
     """The :class:`Distiller` of ``method`` (not compiled)."""
-    terms, data = parse_method(method)
+    terms, _ = parse_method(method)
     d, t = config.distill, config.train
     weights = dict(d.weights)
     embedding_terms = [x for x in terms if x in EMBEDDING_TERMS]
@@ -232,7 +233,6 @@ def build_distiller(method, student, teacher, config, num_classes, teacher_class
     if embedding_terms:
         term = embedding_terms[0]
         distill_loss = get_loss(EMBEDDING_TERMS[term], **dict(d.loss_kwargs.get(term, {})))
-    labelled = data != "unlabelled"
     return Distiller(
         student, teacher, distill_loss=distill_loss,
         distill_weight=float(weights.get(embedding_terms[0], 1.0)) if embedding_terms else 0.0,
@@ -243,7 +243,8 @@ def build_distiller(method, student, teacher, config, num_classes, teacher_class
         hint_weight=float(weights.get("hint", 0.0)) if "hint" in terms else 0.0,
         attention_layers=[tuple(p) for p in d.attention_layers] if "at" in terms else (),
         attention_weight=float(weights.get("at", 0.0)) if "at" in terms else 0.0,
-        heads=build_heads(config, num_classes) if labelled else None,
+        # Heads see only labelled rows; on unlabelled data they learn from KD alone, if at all.
+        heads=build_heads(config, num_classes),
         teacher_classifier=teacher_classifier if "kd" in terms else None,
         kd_weight=float(weights.get("kd", 1.0)) if "kd" in terms else 0.0,
         kd_temperature=float(d.get("kd_temperature", 4.0)),
