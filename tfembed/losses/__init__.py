@@ -16,6 +16,7 @@ from tfembed.losses.distill import (
     rkd_loss,
     snd_loss,
 )
+from tfembed.losses.divergence import DivergenceLoss, divergence_loss
 from tfembed.losses.features import (
     AttentionTransferLoss,
     HintLoss,
@@ -53,6 +54,7 @@ from tfembed.losses.rank import (
     large_margin_softmax_loss,
     verification_loss,
 )
+from tfembed.losses.relation import RelationLoss, relation_loss
 from tfembed.losses.teacher import (
     AbsoluteTeacherLoss,
     DirectMatchLoss,
@@ -86,6 +88,9 @@ LOSSES = {
     "hinton_kd": HintonKDLoss,
     "hint": HintLoss,
     "attention_transfer": AttentionTransferLoss,
+    # ensembles and cohorts: learner embeddings [M, B, D] (ABE); a peer's embeddings (DM²)
+    "divergence": DivergenceLoss,
+    "relation": RelationLoss,
 }
 
 
