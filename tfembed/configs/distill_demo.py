@@ -2,7 +2,7 @@
 
 Domain: handwritten two-digit numbers 00–99 (50 training classes, 50 test classes, 28×28).
 Teacher: a full-width small CNN (32-64-128-256 channels, 128-d), trained 600 steps with triplet
-semi-hard. Students: a quarter-width small CNN (8-16-32-64 channels, ~16× fewer weights,
+semi-hard. Students: a quarter-width small CNN (8-16-32-64 channels, 14.6× fewer weights,
 128-d), each trained 600 steps (8 classes × 4 images, Adam 1e-3):
 
 * ``ml``               the student alone (its metric loss only);
