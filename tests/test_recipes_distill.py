@@ -87,8 +87,8 @@ def test_paper_distill_recipes_in_smoke_mode(recipe, paper_data_dir, teacher, ru
         assert os.path.isfile(tmp_path / distill.row_name(m) / "model.keras")
     export = report["config"]["export"]["enabled"]
     for m in report["config"]["distill"]["export"] if export else []:
-        name = distill.row_name(m).replace("/", "_").replace("+", "_").replace("@", "_")
-        assert os.path.isfile(tmp_path / "saved_models" / name / "1" / "saved_model.pb")
+        assert os.path.isfile(tmp_path / "saved_models" / distill.export_name(m) / "1" /
+                              "saved_model.pb")
 
 
 @pytest.mark.parametrize("recipe", DEMOS)
@@ -97,8 +97,8 @@ def test_demo_distill_recipes_in_smoke_mode(recipe, run_recipe, tmp_path):
     _check_report(report)
     assert os.path.isfile(tmp_path / "teacher" / "model.keras")  # trained, not loaded
     for m in report["config"]["distill"]["export"]:
-        name = distill.row_name(m).replace("/", "_").replace("+", "_").replace("@", "_")
-        assert os.path.isfile(tmp_path / "saved_models" / name / "1" / "saved_model.pb")
+        assert os.path.isfile(tmp_path / "saved_models" / distill.export_name(m) / "1" /
+                              "saved_model.pb")
 
 
 def test_method_typos_fail_before_the_teacher_trains(tmp_path):
@@ -115,6 +115,7 @@ def test_method_typos_fail_before_the_teacher_trains(tmp_path):
     with pytest.raises(ValueError, match="no labels"):
         distill.parse_method("ml@unlabelled")
     assert distill.parse_method("ml+rel+at@semi") == (["ml", "rel", "at"], "semi")
+    assert distill.export_name("ml+rel@semi") == "student_ml_rel_semi"
 
 
 def test_teacher_train_overrides_and_typos():

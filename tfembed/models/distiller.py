@@ -209,22 +209,24 @@ class Distiller(keras.Model):
     # ------------------------------------------------------------------------------- set-up
 
     def _check_embedding_dims(self, loss):
-        # Absolute teacher and hint compare coordinates; the relational losses only distances.
-        name = loss if isinstance(loss, str) else getattr(loss, "name", "")
+        # Fail at construction, not at the first traced step: run the loss once on zero
+        # embeddings of the two models' sizes. Losses comparing coordinates (absolute teacher)
+        # reject different sizes; relational ones accept them.
         t, s = output_dim(self.teacher), output_dim(self.student)
-        if "absolute" in str(name) and None not in (t, s) and t != s:
-            raise ValueError(f"absolute_teacher_loss compares coordinates: the teacher outputs "
-                             f"{t}-d and the student {s}-d embeddings; use the same embedding "
-                             "size or a relational loss (relative_teacher, darkrank_*)")
+        if None in (t, s):
+            return
+        try:
+            self._distill_fn(tf.zeros([2, t]), tf.zeros([2, s]))
+        except ValueError as e:
+            raise ValueError(f"distill_loss {serialize_loss(loss) or loss!r} cannot compare the "
+                             f"teacher's {t}-d with the student's {s}-d embeddings: {e}") from e
 
     def _build_feature_models(self):
         if not self._feature_pairs:
             self._models = _Untracked(teacher=self.teacher, student=self.student)
             return
-        if not any(isinstance(l, keras.layers.InputLayer) for l in self.teacher.layers) or any(
-                isinstance(l, keras.layers.TFSMLayer) for l in self.teacher.layers):
-            raise ValueError("hint/attention transfer needs a teacher with named layers (a "
-                             "functional model or .keras file), not a SavedModel")
+        # feature_model names the available layers when one is missing (a SavedModel teacher
+        # has none: hint/attention need a functional model or a .keras file).
         teacher_fm = freeze(feature_model(self.teacher, [t for t, _ in self._feature_pairs]))
         student_fm = feature_model(self.student, [s for _, s in self._feature_pairs])
         self._models = _Untracked(teacher=teacher_fm, student=student_fm)

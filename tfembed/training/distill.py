@@ -96,6 +96,11 @@ def row_name(method):
     return f"student/{method}"
 
 
+def export_name(method):
+    """SavedModel name of a method's student (``ml+rel@semi`` → ``student_ml_rel_semi``)."""
+    return row_name(method).replace("/", "_").replace("+", "_").replace("@", "_")
+
+
 def teacher_view(config):
     """Evaluation-view keyword arguments of the teacher (box crops in ``uncropped`` mode)."""
     return {"crop_boxes": config.distill.cross_quality == "uncropped"}
@@ -249,7 +254,7 @@ def build_distiller(method, student, teacher, config, num_classes, teacher_class
         kd_weight=float(weights.get("kd", 1.0)) if "kd" in terms else 0.0,
         kd_temperature=float(d.get("kd_temperature", 4.0)),
         global_batch=bool(d.get("global_batch", True)),
-        name=f"distiller_{method}".replace("+", "_").replace("@", "_"))
+        name=export_name(method).replace("student_", "distiller_", 1))
 
 
 def train_student(method, domain, teacher, config, run_dir, strategy, teacher_classifier=None):

@@ -274,6 +274,6 @@ def run_distill(config, workdir):
         evaluate(name, students[method], config.model, distill_lib.student_view(config))
     write_report(workdir, config.recipe, config.to_dict(), rows)
     print(format_model_table(rows, ks))
-    export_models(config, workdir, [(distill_lib.row_name(m).replace("/", "_").replace(
-        "+", "_").replace("@", "_"), students[m]) for m in d.get("export", []) if m in students])
+    export_models(config, workdir, [(distill_lib.export_name(m), students[m])
+                                     for m in d.get("export", []) if m in students])
     return rows
