@@ -104,12 +104,13 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
                      policy: str = "domain_specific", weights=None,
                      label_offsets: Optional[Sequence[int]] = None, image_size=(224, 224),
                      resize_size=(256, 256), flip=True, seed=0, multi_domain=None,
-                     crop_boxes=False, student_view=None, low_resolution_size=50):
-    """Endless training batches of c×k images.
+                     crop_boxes=False, student_view=None, low_resolution_size=50,
+                     pairs=None):
+    """Endless training batches of c×k images (or of 2·a images in pairs, see ``pairs``).
 
     Args:
       splits: the training split of each domain (one element for a single domain).
-      classes_per_batch, images_per_class: c and k.
+      classes_per_batch, images_per_class: c and k (ignored when ``pairs`` is given).
       policy, weights: multi-domain sampling policy (``sampling.POLICIES``).
       label_offsets: added to each domain's labels so labels are unique across domains
         (defaults to cumulative ``max label + 1``).
@@ -124,16 +125,36 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
         ``"uncropped"`` (the clean view is the box crop, the student's the whole image; both
         with the same crop/flip draw).
       low_resolution_size: side of the ``"lowres"`` view before up-sampling (50 in 001).
+      pairs: ``(num_anchors, num_positive)`` for the pair sampler of paper 002
+        (``sampling.pair_batch_indices``): batches of ``2 * num_anchors`` images interleaved
+        ``[a0, p0, a1, p1, ...]``, the first ``num_positive`` pairs positive, the rest negative.
+        Single split only; ``classes_per_batch``, ``images_per_class``, ``policy`` and
+        ``weights`` are then ignored.
 
     Returns:
-      ``tf.data.Dataset`` of batches with static batch size c·k.
+      ``tf.data.Dataset`` of batches with static batch size c·k (2·num_anchors with ``pairs``).
     """
     splits = list(splits)
     _check_student_view(student_view)
+    if pairs is None:
+        indices = sampling.batch_indices([s.labels for s in splits], classes_per_batch,
+                                         images_per_class, policy=policy, weights=weights,
+                                         seed=seed)
+        batch = classes_per_batch * images_per_class
+    else:
+        if len(splits) != 1:
+            raise ValueError(f"pairs=(num_anchors, num_positive) needs exactly one split, got "
+                             f"{len(splits)}")
+        try:
+            num_anchors, num_positive = pairs
+        except (TypeError, ValueError):
+            raise ValueError(f"pairs must be (num_anchors, num_positive), got {pairs!r}") from None
+        indices = sampling.pair_batch_indices(splits[0].labels, num_anchors, num_positive,
+                                              seed=seed)
+        batch = 2 * int(num_anchors)
     if multi_domain is None:
         multi_domain = len(splits) > 1
     offsets = default_label_offsets(splits) if label_offsets is None else list(label_offsets)
-    batch = classes_per_batch * images_per_class
     loaders = [make_loader(s) for s in splits]
     labels = tf.constant(np.concatenate([s.labels for s in splits]), tf.int64)
     starts = tf.constant(np.cumsum([0] + [len(s) for s in splits])[:-1], tf.int64)
@@ -157,9 +178,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
             image = (image, transform(raw, seed_))
         return image, domain, label
 
-    ds = sampling.batch_indices([s.labels for s in splits], classes_per_batch, images_per_class,
-                                policy=policy, weights=weights, seed=seed)
-    ds = ds.unbatch().enumerate()
+    ds = indices.unbatch().enumerate()
     ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)
     return ds.map(lambda x, d, y: _format(x, d, y, multi_domain)).prefetch(AUTOTUNE)

@@ -13,6 +13,11 @@ tf.data iterator is enough to resume it (tf.data checkpoints the counter).
 
 The sampler yields ``(domain [B] int32, index [B] int64)``: index is a row of that domain's split.
 ``preprocess.py`` turns those into pixels.
+
+:func:`pair_batch_indices` is the pair sampler of paper 002 (ABE, §4): ``a`` distinct random
+anchor images, then a positive partner (same class) for the first ``p`` of them and a negative
+partner (another class) for the rest, interleaved ``[a0, p0, a1, p1, ...]`` into a batch of 2a
+(single domain; the same ``(domain, index)`` output).
 """
 
 from typing import Optional, Sequence
@@ -69,6 +74,64 @@ class _ClassIndex:
             pos = tf.tile(pos, [1, -(-k // self.max_count)])[:, :k]
         pos = pos % counts[:, None]
         return tf.reshape(tf.gather(self.order, starts[:, None] + pos), [-1])
+
+
+class _PairIndex(_ClassIndex):
+    """A :class:`_ClassIndex` that also knows, per row, its class slot and its position in it."""
+
+    def __init__(self, labels):
+        super().__init__(labels)
+        order = self.order.numpy()
+        starts, counts = self.starts.numpy(), self.counts.numpy()
+        self.num_rows = len(order)
+        # Class slot (0..num_classes-1, in sorted-label order) of every position of ``order``.
+        slot_sorted = np.repeat(np.arange(self.num_classes, dtype=np.int64), counts)
+        row_class = np.empty(self.num_rows, np.int64)
+        row_class[order] = slot_sorted
+        row_offset = np.empty(self.num_rows, np.int64)
+        row_offset[order] = np.arange(self.num_rows, dtype=np.int64) - starts[slot_sorted]
+        self.row_class = tf.constant(row_class, tf.int64)
+        self.row_offset = tf.constant(row_offset, tf.int64)
+
+    def sample_pairs(self, seed, num_anchors, num_positive):
+        """``[2 * num_anchors]`` int64 rows ``[a0, p0, a1, p1, ...]`` for a stateless ``seed``.
+
+        Anchors are distinct rows drawn uniformly without replacement. The partner of anchors
+        ``0..num_positive-1`` is uniform over the *other* rows of the anchor's class (the anchor
+        row itself when its class has a single image); the partner of the remaining anchors is
+        uniform over all rows of the other classes. Cost: O(N) for the anchor draw, O(a) for the
+        partners; never an ``[N, N]`` tensor.
+        """
+        a, p = num_anchors, num_positive
+        n = self.num_rows
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        # a distinct rows: the a largest of uniform noise over all rows.
+        noise = tf.random.stateless_uniform([n], seeds[0])
+        anchors = tf.cast(tf.math.top_k(noise, k=a).indices, tf.int64)
+        slot = tf.gather(self.row_class, anchors)
+        start = tf.gather(self.starts, slot)
+        count = tf.gather(self.counts, slot)
+        offset = tf.gather(self.row_offset, anchors)
+        # One uniform draw per anchor, scaled to the anchor's own range below. float64 keeps the
+        # floor() bias negligible even for ranges of 10^5; the clamp guards u * m rounding to m.
+        u = tf.random.stateless_uniform([a], seeds[1], dtype=tf.float64)
+
+        def uniform_int(m):  # uniform int in [0, m) per anchor (0 when m == 0)
+            m = tf.maximum(m, 1)
+            k = tf.cast(tf.floor(u * tf.cast(m, tf.float64)), tf.int64)
+            return tf.minimum(k, m - 1)
+
+        # Positive: another position of the anchor's class block, skipping the anchor's own
+        # (offset + 1 + [0, count-1)) mod count; a class of one image yields the anchor itself.
+        pos = (offset + 1 + uniform_int(count - 1)) % count
+        positive = start + pos
+        # Negative: one of the n - count positions outside the anchor's class block: draw in
+        # [0, n - count) and jump over the block [start, start + count).
+        r = uniform_int(n - count)
+        negative = tf.where(r < start, r, r + count)
+        is_positive = tf.range(a) < p
+        partners = tf.gather(self.order, tf.where(is_positive, positive, negative))
+        return tf.reshape(tf.stack([anchors, partners], axis=1), [2 * a])
 
 
 def domain_probabilities(sizes, policy, weights=None):
@@ -150,5 +213,72 @@ def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: in
                 domain, [lambda i=i: i.sample(seeds[1], c, k) for i in indexes])
             index.set_shape([c * k])
             return tf.fill([c * k], domain), index
+
+    return tf.data.Dataset.counter().map(sample)
+
+
+def _as_count(name, value):
+    try:
+        ok = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def pair_batch_indices(labels: np.ndarray, num_anchors: int = 32, num_positive: int = 16,
+                       seed: int = 0) -> tf.data.Dataset:
+    """An endless dataset of pair batches ``(domain [B] int32, index [B] int64)``, B = 2·a.
+
+    Paper 002 (ABE, §4): "randomly sampling 32 images and then positive pairs for first 16
+    images and negative pairs for next 16 images, thus making the mini-batch of size 64". Per
+    batch (a = ``num_anchors``, p = ``num_positive``):
+
+    * a distinct anchor rows, uniform over the split's rows (without replacement);
+    * anchors ``0..p-1`` get a positive partner: a uniform row of the same label other than the
+      anchor's row. If the anchor's class has a single image, the partner is the anchor row
+      itself (a duplicate pair rather than an error);
+    * anchors ``p..a-1`` get a negative partner: a uniform row among the rows of other labels.
+
+    The batch is interleaved ``[a0, p0, a1, p1, ...]``, so the pair of anchor i sits at
+    positions ``2i, 2i+1``: every contiguous even-sized slice (one replica's share of the global
+    batch under ``MirroredStrategy``) holds whole pairs. Single domain only: ``domain`` is all
+    zeros.
+
+    Args:
+      labels: the training labels of the split (``[N]`` ints, any values).
+      num_anchors: a, anchors per batch (``1 <= a <= N``).
+      num_positive: p, anchors with a positive partner (``0 <= p <= a``).
+      seed: the recipe seed; the stream is a pure function of it (and of the step).
+
+    Returns:
+      ``tf.data.Dataset`` of ``(domain, index)`` pairs of shape ``[2 * num_anchors]``.
+
+    Raises:
+      ValueError: on an empty split, bad counts, ``num_anchors > N``, or negatives requested
+        (``num_positive < num_anchors``) from a split with a single class.
+    """
+    a = _as_count("num_anchors", num_anchors)
+    p = _as_count("num_positive", num_positive)
+    if a < 1:
+        raise ValueError(f"num_anchors must be >= 1, got {a}")
+    if not 0 <= p <= a:
+        raise ValueError(f"num_positive must be in [0, num_anchors={a}], got {p}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
+    index = _PairIndex(labels)
+    if a > index.num_rows:
+        raise ValueError(f"num_anchors={a} distinct anchors need at least {a} rows; the split "
+                         f"has {index.num_rows}")
+    if p < a and index.num_classes < 2:
+        raise ValueError("negative pairs need a split with at least 2 classes; this one has "
+                         f"{index.num_classes}")
+    base = tf.constant([seed, 0x9A1125], tf.int64)
+
+    def sample(step):
+        rows = index.sample_pairs(base + [0, step], a, p)
+        return tf.zeros([2 * a], tf.int32), rows
 
     return tf.data.Dataset.counter().map(sample)

@@ -12,3 +12,9 @@ from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_mo
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
 from tfembed.models.distiller import Distiller
 from tfembed.models.universal import UniversalDistiller
+from tfembed.models.attention_ensemble import (
+    AttentionEnsemble,
+    MultiHeadEnsemble,
+    build_attention_ensemble,
+    build_multihead_ensemble,
+)

@@ -37,12 +37,18 @@ class BackboneSpec:
       default_branch: layer name of the default branching point of an attention-based ensemble
         (``002_*`` branches GoogLeNet after its stride-8 part; the analogue here is the end of the
         last stride-8 stage, i.e. ResNet's conv3_x — ``stage2`` in our stage numbering).
+      blocks: regular expression matching the layer names of the backbone's block outputs (a
+        residual block, an inception module, a depthwise-separable pair): how an attention
+        trunk of ``k`` blocks after the branching point is counted.
+      min_size: the smallest input side the backbone accepts.
     """
 
     name: str
     preprocess: str
     stages: dict
     default_branch: str
+    blocks: str = r"stage\d+_out"
+    min_size: int = 32
 
     def layer_name(self, alias_or_name):
         """A stage alias resolved to its layer name; any other string is returned unchanged."""
@@ -167,6 +173,7 @@ def _resnet_spec(blocks3, blocks4):
             "stage4": "conv5_block3_out",
         },
         "default_branch": f"conv3_block{blocks3}_out",
+        "blocks": r"conv\d_block\d+_out",
     }
 
 
@@ -199,6 +206,7 @@ def _resnet101(x, weights=None):
         "stage4": "conv_pw_13_relu",
     },
     "default_branch": "conv_pw_5_relu",
+    "blocks": r"conv_pw_\d+_relu",
 })
 def _mobilenet(x, weights=None, alpha=1.0, depth_multiplier=1):
     """MobileNet v1; ``alpha`` is the width multiplier (0.25 in ``001_*``).
@@ -209,6 +217,25 @@ def _mobilenet(x, weights=None, alpha=1.0, depth_multiplier=1):
     """
     return _keras_application(keras.applications.MobileNet, "mobilenet", x, weights,
                               alpha=alpha, depth_multiplier=depth_multiplier)
+
+
+@register_backbone("inception_v3", {
+    "preprocess": "tf",
+    # Only the inception modules have stable names in keras.applications (the convolutions are
+    # auto-numbered), so there is no stride-4 alias.
+    "stages": {"stage2": "mixed2", "stage3": "mixed7", "stage4": "mixed10"},
+    "default_branch": "mixed2",
+    "blocks": r"mixed\d+",
+    "min_size": 75,
+})
+def _inception_v3(x, weights=None):
+    """Inception v3, the closest keras.applications relative of GoogLeNet (``002_*``'s backbone).
+
+    Its split for attention ensembles mirrors GoogLeNet's in ``002_*`` Fig. 3: S = input → mixed2
+    (the last stride-8 module, as GoogLeNet's inception(3b) + pool3), C = mixed3 → mixed7 (five
+    modules, as inception(4a)–(4e)), G = mixed3 → mixed10 → pooling → embedding.
+    """
+    return _keras_application(keras.applications.InceptionV3, "inception_v3", x, weights)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,15 +294,18 @@ def _basic_resnet(x, name, blocks, weights):
 _OWN_STAGES = {f"stage{s}": f"stage{s}_out" for s in range(1, 5)}
 
 
+_OWN_BLOCKS = r"stage\d(_block\d+)?_out"
+
+
 @register_backbone("resnet18", {"preprocess": "torch", "stages": dict(_OWN_STAGES),
-                                "default_branch": "stage2_out"})
+                                "default_branch": "stage2_out", "blocks": _OWN_BLOCKS})
 def _resnet18(x, weights=None):
     """ResNet-18 (basic blocks [2, 2, 2, 2]); 11,176,512 trainable parameters without fc."""
     return _basic_resnet(x, "resnet18", (2, 2, 2, 2), weights)
 
 
 @register_backbone("resnet34", {"preprocess": "torch", "stages": dict(_OWN_STAGES),
-                                "default_branch": "stage2_out"})
+                                "default_branch": "stage2_out", "blocks": _OWN_BLOCKS})
 def _resnet34(x, weights=None):
     """ResNet-34 (basic blocks [3, 4, 6, 3]); 21,284,672 trainable parameters without fc."""
     return _basic_resnet(x, "resnet34", (3, 4, 6, 3), weights)

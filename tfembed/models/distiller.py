@@ -45,6 +45,7 @@ from tfembed.losses.features import attention_transfer_loss, hint_loss
 from tfembed.losses.teacher import hinton_kd_loss
 from tfembed.models.embedder import feature_model, load_embedder
 from tfembed.models.train_utils import (
+    Untracked,
     as_loss_fn,
     deserialize_loss,
     freeze,
@@ -53,14 +54,6 @@ from tfembed.models.train_utils import (
     scale_for_replicas,
     serialize_loss,
 )
-
-
-class _Untracked:
-    """Holds models Keras must not track as the Distiller's own (they share the student's and
-    teacher's layers; tracking them twice would duplicate weights in saves)."""
-
-    def __init__(self, **models):
-        self.__dict__.update(models)
 
 
 def _pairs(layers, what):
@@ -223,13 +216,13 @@ class Distiller(keras.Model):
 
     def _build_feature_models(self):
         if not self._feature_pairs:
-            self._models = _Untracked(teacher=self.teacher, student=self.student)
+            self._models = Untracked(teacher=self.teacher, student=self.student)
             return
         # feature_model names the available layers when one is missing (a SavedModel teacher
         # has none: hint/attention need a functional model or a .keras file).
         teacher_fm = freeze(feature_model(self.teacher, [t for t, _ in self._feature_pairs]))
         student_fm = feature_model(self.student, [s for _, s in self._feature_pairs])
-        self._models = _Untracked(teacher=teacher_fm, student=student_fm)
+        self._models = Untracked(teacher=teacher_fm, student=student_fm)
         self._teacher_shapes = [_channels_last_shape(o, f"teacher layer {t!r}") for o, (t, _) in
                                 zip(teacher_fm.outputs[:-1], self._feature_pairs)]
         self._student_shapes = [_channels_last_shape(o, f"student layer {s!r}") for o, (_, s) in

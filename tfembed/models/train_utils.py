@@ -41,6 +41,14 @@ def gather_replicas(*tensors):
     return out if len(out) != 1 else out[0]
 
 
+class Untracked:
+    """Holds models Keras must not track as the trainer's own (they share layers with a tracked
+    model; tracking them twice would duplicate weights in saves and in the variable lists)."""
+
+    def __init__(self, **models):
+        self.__dict__.update(models)
+
+
 def freeze(model):
     """Marks a teacher non-trainable (its weights never reach an optimizer) and returns it."""
     model.trainable = False
