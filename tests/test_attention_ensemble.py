@@ -79,7 +79,7 @@ def test_global_embedding_runs_once_over_the_folded_batch(rng):
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet", "inception_v3"])
 def test_attention_trunk_keeps_the_spatial_size_and_the_backbone_weights(backbone, rng):
-    side = {"inception_v3": 96}.get(backbone, 64)
+    side = {"inception_v3": 128}.get(backbone, 64)
     model = build_attention_ensemble(backbone, 2, 16, input_shape=(side, side, 3))
     s = model._parts.spatial.output.shape
     assert model.trunk.output.shape[1:3] == s[1:3]

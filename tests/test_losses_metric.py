@@ -121,6 +121,16 @@ def ref_contrastive(labels, x, margin):
     return total / count if count else 0.0
 
 
+def ref_contrastive_pairs(labels, x, margin):
+    """Pairs are rows (0, 1), (2, 3), ...; an odd last row has no partner."""
+    d = ref_distances(x)
+    terms = []
+    for i in range(0, len(labels) - 1, 2):
+        d2 = d[i][i + 1] ** 2
+        terms.append(d2 if labels[i] == labels[i + 1] else max(0.0, margin - d2))
+    return sum(terms) / len(terms) if terms else 0.0
+
+
 def ref_margin(labels, x, negatives, margin, beta, nu):
     """Loss of the paper's implementation GIVEN the sampled negative of each pair."""
     d = ref_distances(x)
@@ -139,6 +149,23 @@ def ref_margin(labels, x, negatives, margin, beta, nu):
             total += pos_loss + neg_loss + nu * beta
             nonzero += (pos_loss > 0.0) + (neg_loss > 0.0)
     return total / nonzero if nonzero else 0.0
+
+
+def ref_triplet_dw(labels, x, negatives, margin):
+    """Triplet loss GIVEN the distance-weighted negative of each ordered positive pair."""
+    d = ref_distances(x)
+    n = len(labels)
+    terms = []
+    for a in range(n):
+        if all(labels[k] == labels[a] for k in range(n)):
+            continue
+        for p in range(n):
+            if p == a or labels[p] != labels[a]:
+                continue
+            k = int(negatives[a][p])
+            assert labels[k] != labels[a], "sampler returned a non-negative"
+            terms.append(max(d[a][p] - d[a][k] + margin, 0.0))
+    return sum(terms) / len(terms) if terms else 0.0
 
 
 def ref_sampling_probabilities(labels, x, cutoff, nonzero_loss_cutoff):
@@ -275,6 +302,17 @@ def _ref_margin(labels, x, w):
     return ref_margin(list(labels), x, negatives, **MARGIN_HYPER)
 
 
+def _tf_triplet_dw(labels, x, w):
+    del w
+    return M.triplet_distance_weighted_loss(labels, x, margin=0.3, seed=SEED)
+
+
+def _ref_triplet_dw(labels, x, w):
+    del w
+    negatives = M.distance_weighted_negatives(labels, x, seed=SEED).numpy()
+    return ref_triplet_dw(list(labels), x, negatives, 0.3)
+
+
 # name -> (tf function of (labels, embeddings, weights), reference of the same)
 SPECS = {
     "triplet_semihard": (
@@ -299,7 +337,12 @@ SPECS = {
         lambda l, x, w: M.contrastive_loss(l, x, margin=1.5),
         lambda l, x, w: ref_contrastive(list(l), x, 1.5),
     ),
+    "contrastive_pairs": (
+        lambda l, x, w: M.contrastive_pairs_loss(l, x, margin=1.5),
+        lambda l, x, w: ref_contrastive_pairs(list(l), x, 1.5),
+    ),
     "margin": (_tf_margin, _ref_margin),
+    "triplet_distance_weighted": (_tf_triplet_dw, _ref_triplet_dw),
     "proxy_nca": (
         lambda l, x, w: M.proxy_nca_loss(l, x, w, scale=3.0),
         lambda l, x, w: ref_proxy_nca(list(l), x, w, 3.0),
@@ -315,7 +358,7 @@ SPECS = {
 }
 PAIRWISE = [
     "triplet_semihard", "triplet_hard", "multi_similarity", "multi_similarity_defaults", "contrastive", "margin",
-    "binomial_deviance",
+    "binomial_deviance", "contrastive_pairs", "triplet_distance_weighted",
 ]
 
 
@@ -411,7 +454,7 @@ def test_degenerate_batches_are_finite(name, layout):
     # Losses built on positive pairs have nothing to say without them (or without negatives),
     # and no pairwise loss has a pair in a batch of one.
     if name in ("triplet_semihard", "triplet_hard", "multi_similarity",
-                "multi_similarity_defaults", "margin"):
+                "multi_similarity_defaults", "margin", "triplet_distance_weighted"):
         assert float(loss) == 0.0
     if layout in ("single_example", "empty") and name in PAIRWISE:
         assert float(loss) == 0.0
@@ -624,6 +667,10 @@ LOSS_OBJECTS = {
     "ms": (lambda: M.MultiSimilarityLoss(alpha=1.5, beta=40.0, base=0.4, epsilon=0.05),
            M.multi_similarity_loss, dict(alpha=1.5, beta=40.0, base=0.4, epsilon=0.05)),
     "contrastive": (lambda: M.ContrastiveLoss(margin=0.7), M.contrastive_loss, dict(margin=0.7)),
+    "contrastive_pairs": (lambda: M.ContrastivePairsLoss(margin=0.7), M.contrastive_pairs_loss,
+                          dict(margin=0.7)),
+    "triplet_dw": (lambda: M.TripletDistanceWeightedLoss(margin=0.3, seed=4),
+                   M.triplet_distance_weighted_loss, None),
     "margin": (lambda: M.MarginLoss(margin=0.1, beta=1.0, nu=0.01, cutoff=0.4,
                                     nonzero_loss_cutoff=1.3, seed=5),
                M.margin_loss, None),

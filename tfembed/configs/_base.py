@@ -68,6 +68,8 @@ def base_config():
         backbone="resnet101", embedding_dim=512, weights="imagenet", image_size=224,
         resize_size=256, backbone_kwargs={}))
     c.distill = distill_defaults()
+    c.ensemble = ensemble_defaults()
+    c.cohort = cohort_defaults()
     c.export = ml_collections.ConfigDict(dict(enabled=True, root=""))
     return c
 
@@ -142,6 +144,61 @@ def distill_defaults():
         global_batch=True,
         teacher_train={},
         clustering=True,
+        export=[],
+    ))
+
+
+def ensemble_defaults():
+    """The ``ensemble`` block (pipeline "ensemble", paper 002); see tfembed/training/ensemble.py.
+
+    methods: ``abe<M>``, ``abe<M>_nodiv``, ``mheads<M>``, ``mheads<M>_div``; ``model.embedding_dim``
+      is the ensemble's size D (each learner D/M).
+    divergence_weight, divergence_margin: λ_div and m_div (both 1 in 002).
+    branch: layer or stage alias where S ends ("": the backbone's default branch).
+    attention_blocks: backbone blocks in the attention trunk C (0: up to the next stage).
+    sampler: "pairs" (002: pair_anchors random images + a positive partner for the first
+      pair_positives and a negative one for the rest) or "classes" (the train block's c×k).
+    head_init: M-heads' initialisation, "copy" | "fresh" ("": copy with pretrained weights).
+    global_batch: under MirroredStrategy, the losses on the all-gathered batch.
+    diagnostics: write 002's Fig. 5/6; diagnostics_max_images / _max_pairs bound Fig. 5's cost.
+    export: methods whose ensemble model is exported as a SavedModel.
+    """
+    return ml_collections.ConfigDict(dict(
+        methods=["abe8"],
+        divergence_weight=1.0, divergence_margin=1.0,
+        branch="", attention_blocks=0,
+        sampler="pairs", pair_anchors=32, pair_positives=16,
+        head_init="",
+        global_batch=True,
+        diagnostics=True, diagnostics_max_images=2000, diagnostics_max_pairs=200000,
+        export=[],
+    ))
+
+
+def cohort_defaults():
+    """The ``cohort`` block (pipeline "cohort", paper 003); see tfembed/training/cohort.py.
+
+    methods: independent | md | md+td | md+vd | md+td+vd, optionally ``->rkd``.
+    size: members L. backbones: one per member for a heterogeneous cohort ([]: model.backbone).
+    relation_weight: final λ_DM² (0: the paper's value for train.loss: 20 triplet / contrastive
+      / binomial, 100 proxy-NCA, 2000 ArcFace). warmup_epochs: λ's linear warm-up (3 in 003).
+    update_probabilities: p_l of temporal diversity ([]: 2^-(l-1) per backbone type).
+    freeze_batchnorm: BatchNorm frozen in every member (003: CUB and Cars).
+    placement: "devices" puts member l on device l mod #GPUs (or logical CPUs); "none".
+    pretrain_domain: a domain to train one network on first; every member then starts from its
+      backbone (the analogue of 003's ImageNet initialisation: members differ only in their
+      projection). "": members start from model.weights.
+    rkd: RKD-DA weights of the ->rkd student (003 §4.6: distance 20, angle 40, no metric loss).
+    export: report rows whose model is exported, e.g. "md+td+vd/ensemble", "md+td+vd/member0".
+    """
+    return ml_collections.ConfigDict(dict(
+        methods=["md+td+vd"], size=4, backbones=[],
+        relation_weight=0.0, warmup_epochs=3.0,
+        update_probabilities=[],
+        freeze_batchnorm=False,
+        placement="devices",
+        pretrain_domain="",
+        rkd={"distance_weight": 20.0, "angle_weight": 40.0},
         export=[],
     ))
 

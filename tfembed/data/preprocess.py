@@ -105,7 +105,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
                      label_offsets: Optional[Sequence[int]] = None, image_size=(224, 224),
                      resize_size=(256, 256), flip=True, seed=0, multi_domain=None,
                      crop_boxes=False, student_view=None, low_resolution_size=50,
-                     pairs=None):
+                     pairs=None, views=None):
     """Endless training batches of c×k images (or of 2·a images in pairs, see ``pairs``).
 
     Args:
@@ -131,11 +131,18 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
         Single split only; ``classes_per_batch``, ``images_per_class``, ``policy`` and
         ``weights`` are then ignored.
 
+      views: ``L`` > 1: view diversity of a cohort (003 §3.2): every image also gets ``L``
+        independent draws of the random crop and flip, ``{"images": view 0, "views":
+        [B, L, H, W, 3]}`` (view 0 is the ordinary transform of the image).
+
     Returns:
       ``tf.data.Dataset`` of batches with static batch size c·k (2·num_anchors with ``pairs``).
     """
     splits = list(splits)
     _check_student_view(student_view)
+    if views is not None and (int(views) < 1 or student_view is not None):
+        raise ValueError(f"views must be >= 1 and cannot be combined with student_view, got "
+                         f"views={views!r}, student_view={student_view!r}")
     if pairs is None:
         indices = sampling.batch_indices([s.labels for s in splits], classes_per_batch,
                                          images_per_class, policy=policy, weights=weights,
@@ -176,6 +183,12 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
             image = (image, low_resolution(image, low_resolution_size))
         elif student_view == "uncropped":
             image = (image, transform(raw, seed_))
+        elif views is not None and int(views) > 1:
+            source = crop_to_box(raw, boxes[row]) if boxes is not None else raw
+            # View v > 0: its own stateless draw of crop and flip (seed row v, same number).
+            extra = [transform(source, aug_seed + [v * 0x9E37, number])
+                     for v in range(1, int(views))]
+            image = {"images": image, "views": tf.stack([image] + extra)}
         return image, domain, label
 
     ds = indices.unbatch().enumerate()
@@ -228,7 +241,9 @@ def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
 
 
 def _format(images, domain, labels, multi_domain):
-    if isinstance(images, tuple):
+    if isinstance(images, dict):
+        x = dict(images)
+    elif isinstance(images, tuple):
         x = {"images": images[0], "student_images": images[1]}
     else:
         x = {"images": images}

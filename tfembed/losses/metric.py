@@ -26,7 +26,10 @@ __all__ = [
     "triplet_semihard_loss",
     "multi_similarity_loss",
     "contrastive_loss",
+    "contrastive_pairs_loss",
     "margin_loss",
+    "triplet_distance_weighted_loss",
+    "TripletDistanceWeightedLoss",
     "distance_weighted_negatives",
     "proxy_nca_loss",
     "binomial_deviance_loss",
@@ -34,6 +37,7 @@ __all__ = [
     "TripletSemiHardLoss",
     "MultiSimilarityLoss",
     "ContrastiveLoss",
+    "ContrastivePairsLoss",
     "MarginLoss",
     "BinomialDevianceLoss",
     "ProxyNCAHead",
@@ -262,6 +266,45 @@ def contrastive_loss(labels, embeddings, margin=1.0):
     return tf.math.divide_no_nan(total, n * (n - 1.0))
 
 
+def contrastive_pairs_loss(labels, embeddings, margin=1.0):
+    """Contrastive loss on the sampled pairs of a pair batch: rows ``(2i, 2i+1)`` form pair i.
+
+    The siamese form of ABE's Eq. 10 that goes with its pair sampling (002 §4: 32 images, a
+    positive partner for the first 16 and a negative one for the next 16; the data pipeline's
+    ``training_batches(pairs=...)`` interleaves them ``[a0, p0, a1, p1, ...]``): mean over the
+    pairs of ``y * D^2 + (1 - y) * max(0, margin - D^2)``, ``y = 1`` when the pair shares its
+    label. Unlike :func:`contrastive_loss` (all ordered pairs of the batch, where the ~B²
+    negatives drown the few positives), every sampled pair weighs the same. Under
+    MirroredStrategy each replica's slice holds whole pairs, and the all-gathered batch keeps the
+    order.
+
+    Args:
+      labels: ``[batch]`` labels (an odd last row has no partner and is ignored).
+      embeddings: ``[batch, dim]`` float embeddings, pair i in rows 2i and 2i + 1.
+      margin: margin on the squared distance of negative pairs.
+
+    Returns:
+      A float32 scalar (0 for an empty batch).
+
+    Example:
+
+    >>> labels = tf.constant([0, 0, 1, 2])
+    >>> embeddings = tf.constant([[0.0], [0.5], [0.0], [0.6]])
+    >>> round(float(contrastive_pairs_loss(labels, embeddings, margin=1.0)), 4)  # (.25 + .64)/2
+    0.445
+    """
+    embeddings = ops.as_float32(embeddings)
+    labels = _flat_labels(labels)
+    # An odd last row has no partner: it is left out.
+    n = (tf.shape(labels)[0] // 2) * 2
+    embeddings, labels = embeddings[:n], labels[:n]
+    first, second = embeddings[0::2], embeddings[1::2]
+    d2 = tf.reduce_sum(tf.square(first - second), axis=-1)
+    same = tf.equal(labels[0::2], labels[1::2])
+    per_pair = tf.where(same, d2, tf.nn.relu(margin - d2))
+    return tf.math.divide_no_nan(tf.reduce_sum(per_pair), tf.cast(tf.size(per_pair), tf.float32))
+
+
 # --------------------------------------------------------------------------------------------
 # Margin loss with distance-weighted sampling
 # --------------------------------------------------------------------------------------------
@@ -354,6 +397,20 @@ def distance_weighted_negatives(
     return _sample_negatives(logits, seed)
 
 
+def _distance_weighted_triplets(labels, embeddings, cutoff, nonzero_loss_cutoff, seed):
+    """``(d(a, p) [B, B], d(a, n) [B, B], valid [B, B])``: every ordered positive pair with its
+    distance-weighted negative; ``valid`` marks positive pairs whose anchor has a negative."""
+    embeddings = ops.as_float32(embeddings)
+    positive, negative = _pair_masks(labels)
+    dist = ops.pairwise_distances(embeddings)
+    logits = _distance_weighted_logits(
+        negative, dist, _embedding_dim(embeddings), cutoff, nonzero_loss_cutoff
+    )
+    d_an = tf.gather(dist, _sample_negatives(logits, seed), batch_dims=1)
+    valid = tf.logical_and(positive, tf.reduce_any(negative, axis=1, keepdims=True))
+    return dist, d_an, valid
+
+
 def margin_loss(
     labels,
     embeddings,
@@ -399,28 +456,54 @@ def margin_loss(
     >>> margin_loss(labels, embeddings, seed=[1, 2]).shape
     TensorShape([])
     """
-    embeddings = ops.as_float32(embeddings)
     labels = _flat_labels(labels)
-    positive, negative = _pair_masks(labels)
-    dist = ops.pairwise_distances(embeddings)
-    logits = _distance_weighted_logits(
-        negative, dist, _embedding_dim(embeddings), cutoff, nonzero_loss_cutoff
+    dist, d_an, valid = _distance_weighted_triplets(
+        labels, embeddings, cutoff, nonzero_loss_cutoff, seed
     )
-    neg_index = _sample_negatives(logits, seed)
-    d_an = tf.gather(dist, neg_index, batch_dims=1)
 
     beta = ops.as_float32(beta)
     if beta.shape.rank:
         beta = tf.gather(beta, tf.cast(labels, tf.int32))[:, None]
     pos_loss = tf.nn.relu(dist - beta + margin)
     neg_loss = tf.nn.relu(beta - d_an + margin)
-
-    valid = tf.logical_and(positive, tf.reduce_any(negative, axis=1, keepdims=True))
     total = tf.reduce_sum(tf.where(valid, pos_loss + neg_loss + nu * beta, 0.0))
     nonzero = _count(tf.logical_and(valid, pos_loss > 0.0)) + _count(
         tf.logical_and(valid, neg_loss > 0.0)
     )
     return tf.math.divide_no_nan(total, nonzero)
+
+
+def triplet_distance_weighted_loss(labels, embeddings, margin=0.2, cutoff=0.5,
+                                   nonzero_loss_cutoff=1.4, seed=None):
+    """Triplet loss on distance-weighted negatives (DM²'s L_DML, ``003_*`` §4.2).
+
+    Every ordered positive pair ``(a, p)`` gets one negative ``n`` from
+    ``distance_weighted_negatives`` (Wu et al. 2017); the loss is the mean over those triplets of
+    ``relu(d(a, p) - d(a, n) + margin)`` with Euclidean distances (the triplet form of the
+    sampling, where ``margin_loss`` is its margin form). Pairs whose anchor has no negative are
+    left out; with no triplet the loss is 0.
+
+    Args:
+      labels: ``[batch]`` class labels.
+      embeddings: ``[batch, dim]`` embeddings, meant to be L2-normalised.
+      margin: the triplet margin.
+      cutoff, nonzero_loss_cutoff, seed: see ``distance_weighted_negatives``.
+
+    Returns:
+      A float32 scalar.
+
+    Example:
+
+    >>> labels = tf.constant([0, 0, 1, 1])
+    >>> embeddings = tf.math.l2_normalize(tf.random.normal([4, 8]), axis=1)
+    >>> triplet_distance_weighted_loss(labels, embeddings, seed=[1, 2]).shape
+    TensorShape([])
+    """
+    dist, d_an, valid = _distance_weighted_triplets(
+        _flat_labels(labels), embeddings, cutoff, nonzero_loss_cutoff, seed
+    )
+    total = tf.reduce_sum(tf.where(valid, tf.nn.relu(dist - d_an + margin), 0.0))
+    return tf.math.divide_no_nan(total, _count(valid))
 
 
 # --------------------------------------------------------------------------------------------
@@ -668,6 +751,41 @@ class ContrastiveLoss(EmbeddingLoss):
                  dtype=None):
         super().__init__(contrastive_loss, name=name, reduction=reduction, dtype=dtype,
                          margin=margin)
+
+
+@keras.saving.register_keras_serializable(package="tfembed")
+class ContrastivePairsLoss(EmbeddingLoss):
+    """Loss class of `contrastive_pairs_loss` (pairs in rows ``2i, 2i+1``).
+
+    Args:
+      margin: margin on the squared distance of negative pairs.
+      name, reduction, dtype: as for `TripletSemiHardLoss`.
+    """
+
+    def __init__(self, margin=1.0, name="contrastive_pairs_loss",
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(contrastive_pairs_loss, name=name, reduction=reduction, dtype=dtype,
+                         margin=margin)
+
+
+@keras.saving.register_keras_serializable(package="tfembed")
+class TripletDistanceWeightedLoss(EmbeddingLoss):
+    """Loss class of `triplet_distance_weighted_loss`.
+
+    Args:
+      margin, cutoff, nonzero_loss_cutoff: as for the function.
+      seed: ``None`` or a Python int (as for `MarginLoss`).
+      name, reduction, dtype: as for `TripletSemiHardLoss`.
+    """
+
+    def __init__(self, margin=0.2, cutoff=0.5, nonzero_loss_cutoff=1.4, seed=None,
+                 name="triplet_distance_weighted_loss", reduction="sum_over_batch_size",
+                 dtype=None):
+        if seed is not None and not isinstance(seed, int):
+            raise ValueError(f"seed must be None or a Python int, got {seed!r}.")
+        super().__init__(triplet_distance_weighted_loss, name=name, reduction=reduction,
+                         dtype=dtype, margin=margin, cutoff=cutoff,
+                         nonzero_loss_cutoff=nonzero_loss_cutoff, seed=seed)
 
 
 @keras.saving.register_keras_serializable(package="tfembed")

@@ -18,3 +18,4 @@ from tfembed.models.attention_ensemble import (
     build_attention_ensemble,
     build_multihead_ensemble,
 )
+from tfembed.models.mutual_learning import MutualLearningCohort

@@ -224,16 +224,19 @@ def _mobilenet(x, weights=None, alpha=1.0, depth_multiplier=1):
     # Only the inception modules have stable names in keras.applications (the convolutions are
     # auto-numbered), so there is no stride-4 alias.
     "stages": {"stage2": "mixed2", "stage3": "mixed7", "stage4": "mixed10"},
-    "default_branch": "mixed2",
+    # 002 branches GoogLeNet after pool3 (stride 16); mixed3 is Inception v3's stride-16
+    # reduction module, so the trunk (mixed4 → mixed7) runs at its own resolution.
+    "default_branch": "mixed3",
     "blocks": r"mixed\d+",
     "min_size": 75,
 })
 def _inception_v3(x, weights=None):
     """Inception v3, the closest keras.applications relative of GoogLeNet (``002_*``'s backbone).
 
-    Its split for attention ensembles mirrors GoogLeNet's in ``002_*`` Fig. 3: S = input → mixed2
-    (the last stride-8 module, as GoogLeNet's inception(3b) + pool3), C = mixed3 → mixed7 (five
-    modules, as inception(4a)–(4e)), G = mixed3 → mixed10 → pooling → embedding.
+    Its split for attention ensembles mirrors GoogLeNet's in ``002_*`` Fig. 3: S = input → mixed3
+    (the reduction to stride 16, as GoogLeNet's inception(3b) + pool3), C = mixed4 → mixed7 (the
+    four stride-16 modules, as inception(4a)–(4e): no stride to remove), G = mixed4 → mixed10 →
+    pooling → embedding.
     """
     return _keras_application(keras.applications.InceptionV3, "inception_v3", x, weights)
 

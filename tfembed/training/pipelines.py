@@ -13,6 +13,14 @@ export of the universal models.
 then one compact student per ``distill.methods`` entry (student alone, + absolute / relative
 teacher, + hint / attention, DarkRank, Hinton KD, semi-supervised and cross-quality variants),
 each evaluated with Recall@K (and NMI / F1) into report.json.
+
+``ensemble`` (paper 002): one domain, one model per ``ensemble.methods`` entry (ABE-M, M-heads,
+with or without the divergence loss), each evaluated as an ensemble and per learner, with the
+similarity histograms and attention masks of 002's figures.
+
+``cohort`` (paper 003, DM²): one domain, one cohort per ``cohort.methods`` entry (independent,
+MD, MD+TD, MD+VD, MD+TD+VD; ``->rkd`` distills its ensemble into one student), each member and
+the ensemble evaluated.
 """
 
 import json
@@ -32,7 +40,9 @@ from tfembed.evaluation.report import format_model_table, format_paper_table, wr
 from tfembed.models import load_embedder
 from tfembed.training.specialist import build_model, train_specialist
 from tfembed.training.strategy import get_strategy
+from tfembed.training import cohort as cohort_lib
 from tfembed.training import distill as distill_lib
+from tfembed.training import ensemble as ensemble_lib
 from tfembed.training import universal as universal_lib
 
 PIPELINES = {}
@@ -276,4 +286,90 @@ def run_distill(config, workdir):
     print(format_model_table(rows, ks))
     export_models(config, workdir, [(distill_lib.export_name(m), students[m])
                                      for m in d.get("export", []) if m in students])
+    return rows
+
+
+@pipeline("ensemble")
+def run_ensemble(config, workdir):
+    strategy = get_strategy(config.get("strategy", "default"))
+    ensemble_lib.check_config(config)  # method typos fail before anything trains
+    domains = load_domains(config)
+    if len(domains) != 1:
+        raise ValueError(f"the ensemble pipeline takes one domain, got {list(config.domains)}")
+    domain = domains[0]
+    e = config.ensemble
+    ks = tuple(config.eval.ks)
+    rows, models, similarity, masks = [], {}, {}, {}
+    for method in e.methods:
+        start = time.time()
+        model, _ = ensemble_lib.train_ensemble(method, domain, config,
+                                               os.path.join(workdir, method), strategy)
+        models[method] = model
+        logging.info("trained %s in %.1f s", method, time.time() - start)
+        embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
+                                 **_image_sizes(config))[domain.name]
+        rows.extend(ensemble_lib.ensemble_rows(method, domain.name, embedded, ks))
+        write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+        if e.diagnostics:
+            similarity[ensemble_lib.title(method)] = ensemble_lib.similarity_panel(
+                method, embedded, int(e.diagnostics_max_images), int(e.diagnostics_max_pairs),
+                int(config.seed))
+            if method.startswith("abe"):
+                images = ensemble_lib.mask_images(domain, config)
+                masks[method] = (images, model.learner_outputs(images)["masks"])
+    write_report(workdir, config.recipe, config.to_dict(), rows)
+    print(format_model_table(rows, ks, extra=()))
+    if e.diagnostics:
+        ensemble_lib.write_diagnostics(workdir, similarity, masks, seed=int(config.seed))
+    export_models(config, workdir, [(ensemble_lib.export_name(m), models[m])
+                                     for m in e.get("export", [])])
+    return rows
+
+
+@pipeline("cohort")
+def run_cohort(config, workdir):
+    strategy = get_strategy(config.get("strategy", "default"))  # the RKD student's
+    cohort_lib.check_config(config)  # method typos fail before anything trains
+    domains = load_domains(config)
+    if len(domains) != 1:
+        raise ValueError(f"the cohort pipeline takes one domain, got {list(config.domains)}")
+    domain = domains[0]
+    ks = tuple(config.eval.ks)
+    num_classes = int(domain.train.labels.max()) + 1
+    rows, models = [], {}
+    pretrained = None
+    if config.cohort.get("pretrain_domain"):
+        # The analogue of 003's ImageNet initialisation: one network trained on another domain,
+        # whose backbone every member of every cohort starts from.
+        source = load_domain(config.cohort.pretrain_domain,
+                             data_dir=config.get("data_dir") or None)
+        pretrained, _ = train_specialist(source, config, os.path.join(workdir, "pretrained"),
+                                         strategy, name=f"pretrained_{source.name}")
+
+    def evaluate(name, model):
+        embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
+                                 **_image_sizes(config))
+        rows.extend(evaluate_embeddings(name, embedded, ks, fused=False))
+        write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+        models[name] = model
+
+    for method in config.cohort.methods:
+        prefix = cohort_lib.row_prefix(method)
+        start = time.time()
+        cohort = cohort_lib.train_cohort(method, domain, config, os.path.join(workdir, prefix),
+                                         num_classes, pretrained)
+        logging.info("trained cohort %s in %.1f s", method, time.time() - start)
+        for l, member in enumerate(cohort.members):
+            evaluate(f"{prefix}/member{l}", member)
+        evaluate(f"{prefix}/ensemble", cohort.ensemble_model())
+        if cohort_lib.parse_method(method)[1]:
+            student = cohort_lib.distill_rkd(cohort, domain, config,
+                                             os.path.join(workdir, prefix, "rkd_student"),
+                                             strategy)
+            evaluate(f"{prefix}/rkd_student", student)
+    write_report(workdir, config.recipe, config.to_dict(), rows)
+    print(format_model_table(rows, ks, extra=()))
+    export_models(config, workdir, [(cohort_lib.export_name(name), models[name])
+                                     for name in config.cohort.get("export", [])
+                                     if name in models])
     return rows

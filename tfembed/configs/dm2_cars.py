@@ -1,0 +1,19 @@
+"""003 Tables 1-2: DM² (MD+TD+VD), cohort of 4 ResNet-50, on Cars-196.
+
+Paper settings: see ``tfembed.configs._cohort.paper_003`` (ResNet-50 members, triplet with
+distance-weighted sampling, Adam 3e-5, batch 120, frozen BatchNorm on CUB / Cars, λ 0 → 20).
+
+Command:
+  tfembed-train --recipe dm2_cars --set data_dir=/path/to/datasets
+Expected result (003): single model R@1 86.9 (ResNet-50, 512-d, 003 Table 2); 89.1 / ensemble 91.5 with BN-Inception (Table 1).
+Smoke run (tiny images, 2 steps, a cohort of two small CNNs):
+  tfembed-train --recipe dm2_cars --set smoke=true --set data_dir=...
+"""
+
+from tfembed.configs._cohort import PAPER_COHORT_SMOKE, paper_003
+
+SMOKE = dict(PAPER_COHORT_SMOKE)
+
+
+def get_config():
+    return paper_003('cars', ['md+td+vd'])

@@ -1,0 +1,19 @@
+"""003 Table 3: DM², cohort of 4, on In-shop Clothes (query vs gallery).
+
+Paper settings: see ``tfembed.configs._cohort.paper_003`` (ResNet-50 members, triplet with
+distance-weighted sampling, Adam 3e-5, batch 120, frozen BatchNorm on CUB / Cars, λ 0 → 20).
+
+Command:
+  tfembed-train --recipe dm2_inshop --set data_dir=/path/to/datasets
+Expected result (003): single model R@1 / 10 / 20 / 30: 89.6 / 97.8 / 98.6 / 98.8 (BN-Inception, 512-d).
+Smoke run (tiny images, 2 steps, a cohort of two small CNNs):
+  tfembed-train --recipe dm2_inshop --set smoke=true --set data_dir=...
+"""
+
+from tfembed.configs._cohort import PAPER_COHORT_SMOKE, paper_003
+
+SMOKE = dict(PAPER_COHORT_SMOKE)
+
+
+def get_config():
+    return paper_003('inshop', ['md+td+vd'])

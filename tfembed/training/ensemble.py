@@ -1,0 +1,209 @@
+"""Pipeline ``ensemble`` (paper 002): ABE-M, the M-heads baseline and their ablations on one domain.
+
+Methods (``ensemble.methods``):
+
+* ``abe<M>``          ABE-M with the divergence loss (λ_div = ``ensemble.divergence_weight``);
+* ``abe<M>_nodiv``    ABE-M without it (002 Table 2);
+* ``mheads<M>``       M-heads (Fig. 1(a)), no divergence loss; ``mheads1`` is the single model;
+* ``mheads<M>_div``   M-heads with the divergence loss (002 Table 3).
+
+Every method trains one model on the recipe's domain (``train`` block: the metric loss, the
+optimizer, the step budget; ``ensemble.sampler``: the paper's pair batches or c×k batches) and
+gives two report rows: ``<method>/ensemble`` (the concatenated embedding) and
+``<method>/learners``: the mean Recall@K of the M learners on their own (each learner's slice of
+the ensemble embedding), with the spread across learners as ``recall@k_std``.
+
+Diagnostics in ``<workdir>/diagnostics/``: ``similarity_histograms`` (002 Fig. 5: cosine
+similarity of positive, negative and self pairs, one panel per method) and, for ABE methods,
+``attention_masks_<method>`` (Fig. 6).
+"""
+
+import os
+import re
+
+import numpy as np
+from absl import logging
+
+from tfembed.data.preprocess import eval_dataset, training_batches
+from tfembed.evaluation import ensemble_diagnostics as ens_diag
+from tfembed.evaluation.diagnostics import write_diagnostics_index
+from tfembed.evaluation.report import recall_rows
+from tfembed.evaluation.retrieval import recall_at_k
+from tfembed.losses import get_loss
+from tfembed.models import build_attention_ensemble, build_multihead_ensemble
+from tfembed.training.callbacks import RecallAtKCallback
+from tfembed.training.specialist import eval_sets, fit_for_steps, make_optimizer
+
+_METHOD = re.compile(r"^(abe|mheads)(\d+)(_nodiv|_div)?$")
+SAMPLERS = ("pairs", "classes")
+
+
+def parse_method(method):
+    """``(kind, M, divergence)`` of a method name, e.g. ``"abe8_nodiv"`` → ``("abe", 8, False)``."""
+    match = _METHOD.fullmatch(str(method))
+    if not match or int(match.group(2)) < 1:
+        raise ValueError(f"unknown ensemble method {method!r}: expected abe<M>, abe<M>_nodiv, "
+                         "mheads<M> or mheads<M>_div (M >= 1), e.g. abe8")
+    kind, m, suffix = match.group(1), int(match.group(2)), match.group(3)
+    if (kind, suffix) in (("abe", "_div"), ("mheads", "_nodiv")):
+        raise ValueError(f"{method!r}: abe has the divergence loss by default (use _nodiv to drop "
+                         "it), mheads has none (use _div to add it)")
+    divergence = (kind == "abe" and suffix != "_nodiv") or suffix == "_div"
+    return kind, m, divergence and m > 1
+
+
+def check_config(config):
+    """Fails before any training on method typos, embedding sizes and the sampler."""
+    e = config.ensemble
+    dim = int(config.model.embedding_dim)
+    for method in e.methods:
+        _, m, _ = parse_method(method)
+        if dim % m:
+            raise ValueError(f"method {method!r}: model.embedding_dim {dim} is not a multiple of "
+                             f"its {m} learners")
+    if e.sampler not in SAMPLERS:
+        raise ValueError(f"ensemble.sampler must be one of {SAMPLERS}, got {e.sampler!r}")
+    unknown = [m for m in e.get("export", []) if m not in e.methods]
+    if unknown:
+        raise ValueError(f"ensemble.export names {unknown}, not in ensemble.methods {list(e.methods)}")
+
+
+def export_name(method):
+    return f"ensemble_{method}"
+
+
+def build_ensemble(method, config):
+    """The (uncompiled) model of ``method`` from the recipe's ``model`` and ``ensemble`` blocks."""
+    kind, m, divergence = parse_method(method)
+    mc, e, t = config.model, config.ensemble, config.train
+    size = int(mc.image_size)
+    common = dict(
+        embedding_dim=int(mc.embedding_dim), input_shape=(size, size, 3),
+        weights=mc.get("weights") or None, pooling=mc.get("pooling", "avg"),
+        backbone_kwargs=dict(mc.get("backbone_kwargs", {})),
+        branch=e.get("branch") or None,
+        metric_loss=get_loss(t.loss, **dict(t.get("loss_kwargs", {}))),
+        divergence_weight=float(e.divergence_weight) if divergence else 0.0,
+        divergence_margin=float(e.divergence_margin),
+        global_batch=bool(e.global_batch))
+    if kind == "abe":
+        return build_attention_ensemble(
+            mc.backbone, num_learners=m, attention_blocks=int(e.attention_blocks) or None,
+            name=f"abe{m}", **common)
+    kwargs = {"head_init": e.head_init} if e.get("head_init") else {}
+    return build_multihead_ensemble(mc.backbone, num_heads=m, name=f"mheads{m}", **common,
+                                    **kwargs)
+
+
+def training_data(domain, config):
+    """The paper's pair batches (32 anchors + 16 positive / 16 negative partners) or c×k."""
+    mc, t, e = config.model, config.train, config.ensemble
+    pairs = (int(e.pair_anchors), int(e.pair_positives)) if e.sampler == "pairs" else None
+    ds = training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
+                          image_size=int(mc.image_size), resize_size=int(mc.resize_size),
+                          flip=bool(t.flip), seed=int(config.seed), pairs=pairs)
+    batch = 2 * pairs[0] if pairs else int(t.classes_per_batch) * int(t.images_per_class)
+    return ds, batch
+
+
+def train_ensemble(method, domain, config, run_dir, strategy):
+    """Trains (or resumes) one method's model; saves ``<run_dir>/model.keras``.
+
+    Returns ``(model, recall_history)``.
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    with strategy.scope():
+        model = build_ensemble(method, config)
+        model.compile(optimizer=make_optimizer(config.train), jit_compile=False)
+    ds, batch = training_data(domain, config)
+    recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
+                               every_n_epochs=int(config.eval.every_n_epochs))
+    fit_for_steps(model, ds, int(config.train.steps), int(config.train.steps_per_epoch), run_dir,
+                  recall, what=f"{method} on {domain.name}", batch_size=batch)
+    model.save(os.path.join(run_dir, "model.keras"))
+    return model, recall.history
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+def learner_slices(embeddings, num_learners):
+    """``[N, D]`` ensemble embeddings → ``[M, N, D/M]``: each learner's own embedding."""
+    n, d = embeddings.shape
+    return np.transpose(embeddings.reshape(n, num_learners, d // num_learners), (1, 0, 2))
+
+
+def ensemble_rows(method, domain_name, embedded, ks):
+    """``<method>/ensemble`` and ``<method>/learners`` rows from the embedded evaluation split.
+
+    ``embedded``: ``(query_emb, query_labels, gallery_emb | None, gallery_labels | None)``.
+    """
+    _, m, _ = parse_method(method)
+    q, ql, g, gl = embedded
+    rows = [recall_rows(f"{method}/ensemble", domain_name, "domain",
+                        recall_at_k(q, ql, ks, gallery_embeddings=g, gallery_labels=gl),
+                        learners=m)]
+    qs = learner_slices(q, m)
+    gs = learner_slices(g, m) if g is not None else [None] * m
+    per_learner = [recall_at_k(qs[i], ql, ks, gallery_embeddings=gs[i], gallery_labels=gl)
+                   for i in range(m)]
+    mean = {k: float(np.mean([r[k] for r in per_learner])) for k in ks}
+    std = {f"recall@{k}_std": float(np.std([r[k] for r in per_learner])) for k in ks}
+    rows.append(recall_rows(f"{method}/learners", domain_name, "domain", mean, learners=m,
+                            **std))
+    return rows
+
+
+# --------------------------------------------------------------------------------- diagnostics
+
+def title(method):
+    """A figure title in the paper's words: ``abe8_nodiv`` → "ABE-8 without L_div"."""
+    kind, m, _ = parse_method(method)
+    name = f"ABE-{m}" if kind == "abe" else (f"{m}-heads" if m > 1 else "1-head")
+    if method.endswith("_nodiv"):
+        name += " without L_div"
+    elif method.endswith("_div"):
+        name += " with L_div"
+    return name
+
+
+def mask_images(domain, config, count=6):
+    """``count`` evaluation images (pixels) of as many classes, spread over the label range,
+    for the mask figure."""
+    split = domain.splits["query" if domain.has_query_gallery else "test"]
+    classes = np.unique(split.labels)
+    chosen = classes[np.linspace(0, len(classes) - 1, min(count, len(classes))).astype(int)]
+    split = split.subset(np.array([np.flatnonzero(split.labels == c)[0] for c in chosen]))
+    mc = config.model
+    ds = eval_dataset(split, count, image_size=int(mc.image_size),
+                      resize_size=int(mc.resize_size))
+    images, _ = next(iter(ds))
+    return images
+
+
+def write_diagnostics(workdir, similarity_panels, mask_panels, seed=0):
+    """Fig. 5 (one panel per method) and Fig. 6 (one file per ABE method); returns the paths."""
+    out = os.path.join(workdir, "diagnostics")
+    os.makedirs(out, exist_ok=True)
+    entries = {}
+    if similarity_panels:
+        path = os.path.join(out, "similarity_histograms")
+        ens_diag.plot_similarity_histograms(similarity_panels, path)
+        entries["similarity_histograms"] = path + ".png"
+    for method, (images, masks) in mask_panels.items():
+        path = os.path.join(out, f"attention_masks_{method}")
+        ens_diag.plot_attention_masks(np.asarray(images), np.asarray(masks), path)
+        entries[f"attention_masks_{method}"] = path + ".png"
+    if entries:
+        write_diagnostics_index(out, entries)
+    logging.info("wrote ensemble diagnostics to %s", out)
+    return entries
+
+
+def similarity_panel(method, embedded, max_images, max_pairs, seed):
+    """Cosine similarities of positive / negative / self pairs of a method's learners."""
+    _, m, _ = parse_method(method)
+    q, ql, _, _ = embedded
+    if max_images and len(q) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(q), max_images, replace=False))
+        q, ql = q[keep], ql[keep]
+    return ens_diag.pair_similarities(learner_slices(q, m), ql, max_pairs=max_pairs, seed=seed)
