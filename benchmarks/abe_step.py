@@ -63,7 +63,7 @@ from tfembed.losses import ContrastiveLoss  # noqa: E402
 from tfembed.models import build_attention_ensemble, build_embedder  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
-from recall import cpu_model  # noqa: E402
+from recall import cpu_model, time_per_step  # noqa: E402
 
 LEARNERS = (1, 2, 4, 8)
 # 002 Table 1, flops ×10⁹ (GoogLeNet, 224 px, 512-d ensembles).
@@ -90,13 +90,6 @@ def forward_flops(model, input_shape, batch=1):
     finally:
         logger.setLevel(level)
     return info.total_float_ops / batch
-
-
-def _time(fn, batches, steps):
-    start = time.perf_counter()
-    for i in range(steps):
-        fn(*batches[i % len(batches)])
-    return (time.perf_counter() - start) / steps
 
 
 def _optimizer():
@@ -141,11 +134,11 @@ def main():
     # batches already in memory: no input pipeline in the measurement.
     runs = {key: model.train_on_batch for key, model in models.items()}
     for fn in runs.values():  # trace and warm up
-        _time(fn, batches, 2)
+        time_per_step(fn, batches, 2)
     times = {key: [] for key in runs}
     for _ in range(args.rounds):
         for key, fn in runs.items():
-            times[key].append(_time(fn, batches, args.steps))
+            times[key].append(time_per_step(fn, batches, args.steps))
     med = {key: statistics.median(t) for key, t in times.items()}
 
     def name(key):

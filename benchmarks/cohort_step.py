@@ -59,18 +59,11 @@ from tfembed.models import build_embedder  # noqa: E402
 from tfembed.models.mutual_learning import MutualLearningCohort  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
-from recall import cpu_model  # noqa: E402
+from recall import cpu_model, time_per_step  # noqa: E402
 
 MEMBERS = 4
 TD_PROBABILITIES = (1.0, 0.5, 0.25, 0.125)  # 003 §3.2: p_l = 2^-(l-1)
 RELATION_WEIGHT = 20.0
-
-
-def _time(fn, batches, steps):
-    start = time.perf_counter()
-    for i in range(steps):
-        fn(*batches[i % len(batches)])
-    return (time.perf_counter() - start) / steps
 
 
 def _optimizer():
@@ -124,13 +117,13 @@ def main():
         "cohort_all": cohorts["cohort_all"].train_on_batch,
     }
     for fn in runs.values():  # trace (both branches of every tf.cond) and warm up
-        _time(fn, batches, 3)
+        time_per_step(fn, batches, 3)
     times = {key: [] for key in runs}
     updates = {key: np.zeros(n, np.int64) for key in cohorts}  # over the timed steps only
     for _ in range(args.rounds):
         for key, fn in runs.items():
             before = cohorts[key].update_counts.numpy() if key in cohorts else None
-            times[key].append(_time(fn, batches, args.steps))
+            times[key].append(time_per_step(fn, batches, args.steps))
             if key in cohorts:
                 updates[key] += cohorts[key].update_counts.numpy() - before
     med = {key: statistics.median(t) for key, t in times.items()}

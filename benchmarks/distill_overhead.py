@@ -22,7 +22,6 @@ Usage: ``python benchmarks/distill_overhead.py [--batch 32] [--size 64] [--steps
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,14 +33,7 @@ from tfembed.losses import TripletHardLoss  # noqa: E402
 from tfembed.models import Distiller, build_embedder  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
-from recall import cpu_model  # noqa: E402
-
-
-def _time(fn, batches, steps):
-    start = time.perf_counter()
-    for i in range(steps):
-        fn(*batches[i % len(batches)])
-    return (time.perf_counter() - start) / steps
+from recall import cpu_model, time_per_step  # noqa: E402
 
 
 def main():
@@ -83,11 +75,11 @@ def main():
         "teacher inference": lambda x, y: infer(x).numpy(),
     }
     for fn in runs.values():  # trace and warm up
-        _time(fn, batches, 3)
+        time_per_step(fn, batches, 3)
     times = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name, fn in runs.items():
-            times[name].append(_time(fn, batches, args.steps))
+            times[name].append(time_per_step(fn, batches, args.steps))
     med = {name: statistics.median(t) for name, t in times.items()}
     ratio = med["distiller"] / med["student alone"]
     bound = 1 + med["teacher inference"] / med["student alone"] + 0.1

@@ -71,6 +71,15 @@ def best_of(fn, repeats):
     return times[best], times, cpu[best]
 
 
+def time_per_step(fn, batches, steps):
+    """Seconds per call of ``fn(*batch)`` over ``steps`` calls cycling through ``batches``
+    (the step timer of the training-step benchmarks)."""
+    start = time.perf_counter()
+    for i in range(steps):
+        fn(*batches[i % len(batches)])
+    return (time.perf_counter() - start) / steps
+
+
 def blocked_matmul(x, block):
     """``x @ x^T`` in row blocks of ``block``; every block is computed in full and dropped.
 

@@ -233,6 +233,14 @@ def test_save_and_load_round_trip(kind, tmp_path, rng):
                                atol=1e-6)
 
 
+def test_a_plain_callable_loss_saves_but_refuses_to_load():
+    model = _abe(2, 16, metric_loss=lambda labels, emb: tf.reduce_mean(emb))
+    config = model.get_config()
+    assert config["metric_loss"] == {"callable": "<lambda>"}
+    with pytest.raises(ValueError, match="plain callable '<lambda>'"):
+        AttentionEnsemble.from_config(config)
+
+
 def test_export_loads_with_tensorflow_alone(tmp_path, rng):
     model = _abe(2, 16)
     path = export_lib.export_model(model, str(tmp_path), "abe", image_size=(28, 28),

@@ -49,6 +49,7 @@ from tfembed.models.train_utils import (
     gather_replicas,
     scale_for_replicas,
     serialize_loss,
+    update_trackers,
 )
 
 _STRIDED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
@@ -235,12 +236,6 @@ class _EnsembleModel(keras.Model):
         weights = {"metric_loss": 1.0, "divergence_loss": self.divergence_weight}
         return tf.add_n([weights[k] * v for k, v in terms.items()])
 
-    def _update_trackers(self, loss, terms):
-        self._trackers["loss"].update_state(loss)
-        for key, value in terms.items():
-            self._trackers[key].update_state(value)
-        return {m.name: m.result() for m in self.metrics}
-
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
@@ -253,12 +248,12 @@ class _EnsembleModel(keras.Model):
             scaled = self.optimizer.scale_loss(scale_for_replicas(loss))
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update_trackers(loss, terms)
+        return update_trackers(self._trackers, loss, terms)
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         terms = self.terms(tf.cast(self.learners(_images(x), training=False), tf.float32), y)
-        return self._update_trackers(self.total_loss(terms), terms)
+        return update_trackers(self._trackers, self.total_loss(terms), terms)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -274,11 +269,7 @@ class _EnsembleModel(keras.Model):
 
     @classmethod
     def _loss_from_config(cls, config):
-        had = config.get("metric_loss") is not None
         config["metric_loss"] = deserialize_loss(config.get("metric_loss"))
-        if had and config["metric_loss"] is None:
-            raise ValueError("this ensemble's metric_loss was a plain callable, which cannot be "
-                             "deserialized; pass a loss name or Loss object")
         return config
 
 

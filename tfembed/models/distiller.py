@@ -53,6 +53,7 @@ from tfembed.models.train_utils import (
     output_dim,
     scale_for_replicas,
     serialize_loss,
+    update_trackers,
 )
 
 
@@ -346,12 +347,6 @@ class Distiller(keras.Model):
         weights.update({h.name: w for h, w in zip(self.heads, self.head_weights)})
         return tf.add_n([weights[k] * v for k, v in terms.items()])
 
-    def _update_trackers(self, loss, terms):
-        self._trackers["loss"].update_state(loss)
-        for key, value in terms.items():
-            self._trackers[key].update_state(value)
-        return {m.name: m.result() for m in self.metrics}
-
     # -------------------------------------------------------------------------- train / test
 
     def train_step(self, data):
@@ -370,7 +365,7 @@ class Distiller(keras.Model):
             scaled = self.optimizer.scale_loss(scale_for_replicas(loss))
         grads = tape.gradient(scaled, weights)
         self.optimizer.apply_gradients(zip(grads, weights))
-        return self._update_trackers(loss, terms)
+        return update_trackers(self._trackers, loss, terms)
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -378,7 +373,7 @@ class Distiller(keras.Model):
         _, student_images = split_views(x)
         student_maps, student = self._run(self._models.student, student_images, training=False)
         terms = self._terms(teacher_maps, teacher, student_maps, student, y)
-        return self._update_trackers(self._weighted_total(terms), terms)
+        return update_trackers(self._trackers, self._weighted_total(terms), terms)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -417,11 +412,7 @@ class Distiller(keras.Model):
         if not isinstance(teacher, str):
             teacher = keras.saving.deserialize_keras_object(teacher)
         for key in ("distill_loss", "metric_loss"):
-            had = config[key] is not None
             config[key] = deserialize_loss(config[key])
-            if had and config[key] is None:
-                raise ValueError(f"this Distiller's {key} was a plain callable, which cannot be "
-                                 "deserialized; pass a loss name or Loss object")
         config["heads"] = [(keras.saving.deserialize_keras_object(h), w)
                            for h, w in config.pop("heads") or []]
         if config.get("teacher_classifier") is not None:

@@ -46,7 +46,12 @@ import tensorflow as tf
 
 from tfembed.losses.relation import relation_loss
 from tfembed.models.embedder import load_embedder
-from tfembed.models.train_utils import as_loss_fn, deserialize_loss, serialize_loss
+from tfembed.models.train_utils import (
+    as_loss_fn,
+    deserialize_loss,
+    serialize_loss,
+    update_trackers,
+)
 
 
 def temporal_probabilities(num_members):
@@ -263,12 +268,11 @@ class MutualLearningCohort(keras.Model):
         return self._logs(losses, weight)
 
     def _logs(self, losses, weight):
-        self._trackers["loss"].update_state(tf.add_n([t for t, _, _ in losses]))
+        terms = {}
         for l, (total, metric, relation) in enumerate(losses):
-            self._trackers[f"loss_{l}"].update_state(total)
-            self._trackers[f"metric_loss_{l}"].update_state(metric)
-            self._trackers[f"relation_loss_{l}"].update_state(relation)
-        logs = {m.name: m.result() for m in self.metrics}
+            terms.update({f"loss_{l}": total, f"metric_loss_{l}": metric,
+                          f"relation_loss_{l}": relation})
+        logs = update_trackers(self._trackers, tf.add_n([t for t, _, _ in losses]), terms)
         steps = tf.cast(tf.maximum(self.step_counter.value, 1), tf.float32)
         for l in range(self.num_members):
             logs[f"update_rate_{l}"] = tf.cast(self.update_counts[l], tf.float32) / steps
@@ -310,9 +314,5 @@ class MutualLearningCohort(keras.Model):
         members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
         if config.get("heads"):
             config["heads"] = [keras.saving.deserialize_keras_object(h) for h in config["heads"]]
-        had = config.get("metric_loss") is not None
         config["metric_loss"] = deserialize_loss(config.get("metric_loss"))
-        if had and config["metric_loss"] is None:
-            raise ValueError("this cohort's metric_loss was a plain callable, which cannot be "
-                             "deserialized; pass a loss name or Loss object")
         return cls(members, **config)

@@ -85,16 +85,33 @@ def as_loss_fn(loss, default_kwargs=None):
 
 
 def serialize_loss(loss):
-    """JSON-able form of a loss given as a name or a Loss object (None for plain callables)."""
-    if isinstance(loss, str):
+    """JSON-able form of a loss given as a name or a Loss object.
+
+    A plain callable has no serializable form: it is recorded as ``{"callable": name}`` so that
+    saving still works (checkpoints keep the weights) and :func:`deserialize_loss` refuses it
+    with a message, instead of the reloaded model silently losing the term.
+    """
+    if loss is None or isinstance(loss, str):
         return loss
     if isinstance(loss, keras.losses.Loss):
         return keras.saving.serialize_keras_object(loss)
-    return None
+    return {"callable": getattr(loss, "__name__", repr(loss))}
 
 
 def deserialize_loss(config):
     if config is None or isinstance(config, str):
         return config
+    if "callable" in config:
+        raise ValueError(f"this model's loss was the plain callable {config['callable']!r}, which "
+                         "cannot be deserialized; pass a loss name or a Loss object")
     import tfembed.losses  # noqa: F401,PLC0415  (registers the loss classes)
     return keras.saving.deserialize_keras_object(config)
+
+
+def update_trackers(trackers, loss, terms):
+    """Updates a trainer's ``{"loss": Mean, <term>: Mean}`` with a step's total and terms and
+    returns the logs (every tracker's result)."""
+    trackers["loss"].update_state(loss)
+    for key, value in terms.items():
+        trackers[key].update_state(value)
+    return {name: m.result() for name, m in trackers.items()}

@@ -71,12 +71,16 @@ def run(config, workdir):
     return rows
 
 
-def load_domains(config):
+def load_domains(config, single=None):
     """The recipe's domains (``config.domains``), read from ``config.data_dir``.
+
+    ``single``: the name of a pipeline that takes exactly one domain (any other count fails).
 
     With ``eval.max_images_per_split`` > 0 every evaluation split is cut to a seeded random
     subset of that size (quick looks and smoke runs; the paper numbers use every image).
     """
+    if single and len(config.domains) != 1:
+        raise ValueError(f"the {single} pipeline takes one domain, got {list(config.domains)}")
     data_dir = config.get("data_dir") or None
     domains = [load_domain(name, data_dir=data_dir) for name in config.domains]
     limit = int(config.eval.get("max_images_per_split", 0))
@@ -211,9 +215,7 @@ def run_self_distill(config, workdir):
     same domain (self-distillation) for each σ of ``universal.sigma_sweep`` and compare Recall@K.
     Rows: ``specialist/<domain>`` and ``self_distill/sigma=<σ>``."""
     strategy = get_strategy(config.get("strategy", "default"))
-    domains = load_domains(config)
-    if len(domains) != 1:
-        raise ValueError(f"self_distill takes one domain, got {list(config.domains)}")
+    domains = load_domains(config, single="self_distill")
     offsets = [0]
     (specialist,) = specialists_for(config, domains, workdir, strategy)
     kw = dict(ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
@@ -236,9 +238,7 @@ def run_self_distill(config, workdir):
 def run_distill(config, workdir):
     strategy = get_strategy(config.get("strategy", "default"))
     distill_lib.check_config(config)  # method typos fail before the teacher trains
-    domains = load_domains(config)
-    if len(domains) != 1:
-        raise ValueError(f"the distill pipeline takes one domain, got {list(config.domains)}")
+    domains = load_domains(config, single="distill")
     domain = domains[0]
     d = config.distill
     ks = tuple(config.eval.ks)
@@ -293,9 +293,7 @@ def run_distill(config, workdir):
 def run_ensemble(config, workdir):
     strategy = get_strategy(config.get("strategy", "default"))
     ensemble_lib.check_config(config)  # method typos fail before anything trains
-    domains = load_domains(config)
-    if len(domains) != 1:
-        raise ValueError(f"the ensemble pipeline takes one domain, got {list(config.domains)}")
+    domains = load_domains(config, single="ensemble")
     domain = domains[0]
     e = config.ensemble
     ks = tuple(config.eval.ks)
@@ -330,9 +328,7 @@ def run_ensemble(config, workdir):
 def run_cohort(config, workdir):
     strategy = get_strategy(config.get("strategy", "default"))  # the RKD student's
     cohort_lib.check_config(config)  # method typos fail before anything trains
-    domains = load_domains(config)
-    if len(domains) != 1:
-        raise ValueError(f"the cohort pipeline takes one domain, got {list(config.domains)}")
+    domains = load_domains(config, single="cohort")
     domain = domains[0]
     ks = tuple(config.eval.ks)
     num_classes = int(domain.train.labels.max()) + 1
