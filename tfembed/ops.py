@@ -81,3 +81,37 @@ def same_label_mask(labels, other=None):
     labels = tf.reshape(labels, [-1])
     other = labels if other is None else tf.reshape(other, [-1])
     return tf.equal(labels[:, None], other[None, :])
+
+
+# ------------------------------------------------------------------ replicas (DESIGN §5)
+
+def num_replicas():
+    """Replicas in sync of the current strategy (1 outside ``tf.distribute``)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def scale_for_replicas(loss):
+    """``loss / num_replicas`` inside a replica context (what ``keras.losses.Loss`` does).
+
+    The optimizer all-reduces gradients with a SUM, so an unscaled per-replica loss would give
+    N× gradients on N replicas.
+    """
+    n = num_replicas()
+    if n > 1 and tf.distribute.in_cross_replica_context() is False:
+        return loss / tf.cast(n, loss.dtype)
+    return loss
+
+
+def gather_replicas(*tensors):
+    """Concatenates each tensor over the replicas (axis 0), differentiably.
+
+    With one replica (or outside a replica context) the tensors come back unchanged. The
+    gradient of ``ReplicaContext.all_gather`` sums the upstream gradients of all replicas before
+    slicing out this replica's rows; every replica computes the same global loss, so that sum is
+    N × the true gradient, which :func:`scale_for_replicas` then divides out.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return tensors if len(tensors) != 1 else tensors[0]
+    out = tuple(ctx.all_gather(t, axis=0) for t in tensors)
+    return out if len(out) != 1 else out[0]

@@ -44,7 +44,14 @@ def base_config():
     c.pipeline = "specialists"
     c.smoke = False
     c.seed = 0
+    # Distribution: "default" (MirroredStrategy over all GPUs when there are several, else one
+    # device), "mirrored", "multi_worker" (MultiWorkerMirroredStrategy from TF_CONFIG) or
+    # "one_device". Batch sizes in recipes are global batches.
     c.strategy = "default"
+    # Numerics: float32 | mixed_bfloat16 | mixed_float16 (losses are computed in float32 either
+    # way; mixed_float16 adds dynamic loss scaling); jit_compile: XLA-compile the train step.
+    c.precision = "float32"
+    c.jit_compile = False
     # Root that holds the datasets (CUB_200_2011/, Stanford_Online_Products/, ...). Empty: the
     # TFEMBED_DATA_DIR environment variable, else ~/tensorflow_datasets/downloads/manual.
     c.data_dir = ""
@@ -58,7 +65,12 @@ def base_config():
         loss="triplet_semihard", loss_kwargs={"margin": 0.2}, classes_per_batch=32,
         images_per_class=4, optimizer="adam", learning_rate=1e-5, weight_decay=0.0,
         steps=20000, steps_per_epoch=500, flip=True, crop_boxes=False, lr_drops=[],
-        lr_drop_factor=0.1))
+        lr_drop_factor=0.1,
+        # Plain embedders (specialists, fused baselines): metric loss on the global batch under
+        # a multi-replica strategy (False: on each replica's slice).
+        global_batch=True,
+        # Steps between resumable training-state checkpoints (0: once per epoch).
+        checkpoint_every=0))
     c.eval = ml_collections.ConfigDict(dict(ks=[1, 2, 4, 8], batch_size=128, every_n_epochs=1,
                                             max_images_per_split=0, random_init_baseline=False,
                                             fused=True))

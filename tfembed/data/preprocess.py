@@ -105,7 +105,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
                      label_offsets: Optional[Sequence[int]] = None, image_size=(224, 224),
                      resize_size=(256, 256), flip=True, seed=0, multi_domain=None,
                      crop_boxes=False, student_view=None, low_resolution_size=50,
-                     pairs=None, views=None):
+                     pairs=None, views=None, start_step=0):
     """Endless training batches of c×k images (or of 2·a images in pairs, see ``pairs``).
 
     Args:
@@ -134,6 +134,9 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
       views: ``L`` > 1: view diversity of a cohort (003 §3.2): every image also gets ``L``
         independent draws of the random crop and flip, ``{"images": view 0, "views":
         [B, L, H, W, 3]}`` (view 0 is the ordinary transform of the image).
+      start_step: number of the first batch. Images and augmentations are a pure function of
+        ``(seed, batch number)``, so ``start_step=s`` yields exactly batches ``s, s+1, ...`` of
+        the stream from 0, without computing the first ``s`` (how a resumed run continues).
 
     Returns:
       ``tf.data.Dataset`` of batches with static batch size c·k (2·num_anchors with ``pairs``).
@@ -146,7 +149,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     if pairs is None:
         indices = sampling.batch_indices([s.labels for s in splits], classes_per_batch,
                                          images_per_class, policy=policy, weights=weights,
-                                         seed=seed)
+                                         seed=seed, start_step=start_step)
         batch = classes_per_batch * images_per_class
     else:
         if len(splits) != 1:
@@ -157,7 +160,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
         except (TypeError, ValueError):
             raise ValueError(f"pairs must be (num_anchors, num_positive), got {pairs!r}") from None
         indices = sampling.pair_batch_indices(splits[0].labels, num_anchors, num_positive,
-                                              seed=seed)
+                                              seed=seed, start_step=start_step)
         batch = 2 * int(num_anchors)
     if multi_domain is None:
         multi_domain = len(splits) > 1
@@ -191,7 +194,8 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
             image = {"images": image, "views": tf.stack([image] + extra)}
         return image, domain, label
 
-    ds = indices.unbatch().enumerate()
+    # Element numbers (the augmentation seeds) continue from the first batch's.
+    ds = indices.unbatch().enumerate(start=int(start_step) * batch)
     ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)
     return ds.map(lambda x, d, y: _format(x, d, y, multi_domain)).prefetch(AUTOTUNE)
@@ -216,27 +220,33 @@ def split_labelled(split: Split, labelled_fraction: float, seed=0):
 
 
 def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
-                       resize_size=(256, 256), flip=True, seed=0):
+                       resize_size=(256, 256), flip=True, seed=0, start_step=0):
     """Endless batches of uniformly shuffled images with label ``-1`` (unlabelled).
 
     The batch composition must not use the hidden labels (no class-balanced c×k sampling): an
     unlabelled stream only knows which images exist. Batches run across pass boundaries, so a
-    split smaller than a batch still works (with repeats).
+    split smaller than a batch still works (with repeats). Element n is image
+    ``π_e(n mod N)`` of pass ``e = n // N``, with ``π_e`` a stateless permutation seeded by
+    ``(seed, e)``: every image once per pass, and ``start_step`` (as in
+    :func:`training_batches`) resumes the stream exactly.
     """
     if len(split) == 0:
         raise ValueError("the unlabelled split is empty")
     load = make_loader(split)
+    n = len(split)
     aug_seed = tf.constant([seed, 0x51A], tf.int64)
+    perm_seed = tf.constant([seed, 0x5A5], tf.int64)
 
-    def element(number, index):
+    def element(number):
+        pass_, position = number // n, number % n
+        index = tf.random.experimental.index_shuffle(
+            position, perm_seed + [0, pass_], n - 1)
         image = train_transform(load(index), aug_seed + [0, number], image_size, resize_size,
                                 flip)
         return image, tf.constant(-1, tf.int64)
 
-    # A fresh permutation per pass (shuffle before repeat): every image once per epoch.
-    ds = tf.data.Dataset.range(len(split)).shuffle(len(split), seed=seed,
-                                                   reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.counter(int(start_step) * int(batch_size))
+    ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 

@@ -157,7 +157,8 @@ def domain_probabilities(sizes, policy, weights=None):
 
 def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: int,
                   images_per_class: int, policy: str = "domain_specific",
-                  weights: Optional[Sequence[float]] = None, seed: int = 0) -> tf.data.Dataset:
+                  weights: Optional[Sequence[float]] = None, seed: int = 0,
+                  start_step: int = 0) -> tf.data.Dataset:
     """An endless dataset of batches ``(domain [B] int32, index [B] int64)``, B = c·k.
 
     Args:
@@ -167,6 +168,8 @@ def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: in
       policy: one of ``POLICIES``; irrelevant for a single domain.
       weights: per-domain weights for ``policy="weighted"``.
       seed: the recipe seed; the stream is a pure function of it.
+      start_step: the first batch's number: the stream from ``start_step`` on is exactly the
+        tail of the stream from 0 (a resumed run continues where it stopped).
 
     Returns:
       ``tf.data.Dataset`` of ``(domain, index)`` pairs of shape ``[B]``.
@@ -214,7 +217,7 @@ def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: in
             index.set_shape([c * k])
             return tf.fill([c * k], domain), index
 
-    return tf.data.Dataset.counter().map(sample)
+    return tf.data.Dataset.counter(int(start_step)).map(sample)
 
 
 def _as_count(name, value):
@@ -228,7 +231,7 @@ def _as_count(name, value):
 
 
 def pair_batch_indices(labels: np.ndarray, num_anchors: int = 32, num_positive: int = 16,
-                       seed: int = 0) -> tf.data.Dataset:
+                       seed: int = 0, start_step: int = 0) -> tf.data.Dataset:
     """An endless dataset of pair batches ``(domain [B] int32, index [B] int64)``, B = 2·a.
 
     Paper 002 (ABE, §4): "randomly sampling 32 images and then positive pairs for first 16
@@ -251,6 +254,7 @@ def pair_batch_indices(labels: np.ndarray, num_anchors: int = 32, num_positive: 
       num_anchors: a, anchors per batch (``1 <= a <= N``).
       num_positive: p, anchors with a positive partner (``0 <= p <= a``).
       seed: the recipe seed; the stream is a pure function of it (and of the step).
+      start_step: the first batch's number (see :func:`batch_indices`).
 
     Returns:
       ``tf.data.Dataset`` of ``(domain, index)`` pairs of shape ``[2 * num_anchors]``.
@@ -281,4 +285,4 @@ def pair_batch_indices(labels: np.ndarray, num_anchors: int = 32, num_positive: 
         rows = index.sample_pairs(base + [0, step], a, p)
         return tf.zeros([2 * a], tf.int32), rows
 
-    return tf.data.Dataset.counter().map(sample)
+    return tf.data.Dataset.counter(int(start_step)).map(sample)

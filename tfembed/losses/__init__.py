@@ -4,7 +4,7 @@ Metric losses take ``(labels, embeddings)``; distillation losses take ``(teacher
 ``get_loss(name, **hyper)`` builds a Loss object from a recipe's ``loss`` key.
 """
 
-from tfembed.losses.base import EmbeddingLoss
+from tfembed.losses.base import EmbeddingLoss, GlobalBatchLoss
 from tfembed.losses.distill import (
     RKDAngleLoss,
     RKDDistanceLoss,

@@ -41,3 +41,55 @@ class EmbeddingLoss(keras.losses.Loss):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfembed")
+class GlobalBatchLoss(keras.losses.Loss):
+    """``loss`` computed on the global batch under ``tf.distribute`` (DESIGN §5).
+
+    Under ``MirroredStrategy`` Keras runs ``compile``'s loss once per replica on the replica's
+    slice of the batch, so a pairwise loss (triplet, contrastive, multi-similarity...) would only
+    compare images that landed on the same device: with 8 replicas a 32×4 batch becomes eight
+    independent 4×4 batches. This wrapper all-gathers labels and embeddings over the replicas
+    first, so every replica computes the one-device loss of the whole batch. The gradients stay
+    right: Keras divides each replica's loss by the replica count, the all-gather's gradient sums
+    the replicas' upstream gradients for this replica's rows, and the optimizer sums the weight
+    gradients over replicas, which together give the one-device gradient. With one replica it is
+    ``loss`` itself.
+
+    Args:
+      loss: the wrapped loss (a ``keras.losses.Loss``, e.g. a tfembed ``EmbeddingLoss``).
+      name: loss name (default: the wrapped loss's).
+
+    Example:
+
+    ```python
+    with tf.distribute.MirroredStrategy().scope():
+        model = build_embedder("resnet50", 128)
+        model.compile("adam", loss=GlobalBatchLoss(TripletSemiHardLoss(margin=0.2)))
+    ```
+    """
+
+    def __init__(self, loss, name=None, reduction="sum_over_batch_size", dtype=None):
+        if isinstance(loss, dict):
+            loss = keras.saving.deserialize_keras_object(loss)
+        if not isinstance(loss, keras.losses.Loss):
+            raise TypeError(f"GlobalBatchLoss wraps a keras.losses.Loss, got {loss!r}")
+        super().__init__(name=name or loss.name, reduction=reduction,
+                         dtype=dtype or loss.dtype)
+        self.loss = loss
+
+    def call(self, y_true, y_pred):
+        from tfembed.ops import gather_replicas  # noqa: PLC0415 (ops is TensorFlow-only)
+
+        y_true, y_pred = gather_replicas(y_true, y_pred)
+        return self.loss.call(y_true, y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config["loss"] = keras.saving.serialize_keras_object(self.loss)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -166,6 +166,12 @@ class MutualLearningCohort(keras.Model):
                 opt.build(self.member_variables(l))
             self.member_optimizers.append(opt)
 
+    def checkpoint_objects(self):
+        """The member optimizers, for a training-state checkpoint (``fault_tolerance``): Keras
+        tracks ``self.optimizer`` only, and each member's slots and iterations live in its own."""
+        return {f"member_optimizer_{l}": opt
+                for l, opt in enumerate(getattr(self, "member_optimizers", []))}
+
     def member_variables(self, l):
         """What member l's optimizer updates: its weights (and its head's)."""
         head = self.heads[l].trainable_weights if self.heads else []

@@ -8,37 +8,8 @@ all-gather; teachers are frozen and always run in inference mode.
 import keras
 import tensorflow as tf
 
-
-def num_replicas():
-    """Replicas in sync of the current strategy (1 outside ``tf.distribute``)."""
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def scale_for_replicas(loss):
-    """``loss / num_replicas`` inside a replica context (what ``keras.losses.Loss`` does).
-
-    The optimizer all-reduces gradients with a SUM, so an unscaled per-replica loss would give
-    N× gradients on N replicas.
-    """
-    n = num_replicas()
-    if n > 1 and tf.distribute.in_cross_replica_context() is False:
-        return loss / tf.cast(n, loss.dtype)
-    return loss
-
-
-def gather_replicas(*tensors):
-    """Concatenates each tensor over the replicas (axis 0), differentiably.
-
-    With one replica (or outside a replica context) the tensors come back unchanged. The
-    gradient of ``ReplicaContext.all_gather`` sums the upstream gradients of all replicas before
-    slicing out this replica's rows; every replica computes the same global loss, so that sum is
-    N × the true gradient, which :func:`scale_for_replicas` then divides out.
-    """
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return tensors if len(tensors) != 1 else tensors[0]
-    out = tuple(ctx.all_gather(t, axis=0) for t in tensors)
-    return out if len(out) != 1 else out[0]
+# The replica helpers live in tfembed.ops (losses use them too); re-exported for the trainers.
+from tfembed.ops import gather_replicas, num_replicas, scale_for_replicas  # noqa: F401
 
 
 class Untracked:

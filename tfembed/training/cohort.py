@@ -15,6 +15,7 @@ single model with RKD-DA (003 §4.6: distance 20, angle 40, no metric loss) thro
 concatenation of the L normalised members) and ``<method>/rkd_student``.
 """
 
+import functools
 import os
 import re
 
@@ -27,7 +28,13 @@ from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
 from tfembed.models import Distiller, build_embedder
 from tfembed.models.mutual_learning import MutualLearningCohort
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
-from tfembed.training.specialist import eval_sets, fit_for_steps, make_optimizer
+from tfembed.training.specialist import (
+    checkpoint_every,
+    compile_kwargs,
+    eval_sets,
+    fit_for_steps,
+    make_optimizer,
+)
 
 DIVERSITIES = ("md", "td", "vd")
 _METHOD = re.compile(r"^(independent|md(\+td)?(\+vd)?)(->rkd)?$")
@@ -178,26 +185,28 @@ def build_cohort(method, config, num_classes, pretrained=None):
         devices=devices, seed=seed, name=row_prefix(method).replace("+", "_"))
 
 
-def training_data(domain, config, method):
+def training_data(domain, config, method, start_step=0):
     used, _ = parse_method(method)
     m, t = config.model, config.train
     views = int(config.cohort.size) if "vd" in used else None
     return training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
                             image_size=int(m.image_size), resize_size=int(m.resize_size),
-                            flip=bool(t.flip), seed=int(config.seed), views=views)
+                            flip=bool(t.flip), seed=int(config.seed), views=views,
+                            start_step=start_step)
 
 
 def train_cohort(method, domain, config, run_dir, num_classes, pretrained=None):
     """Trains one cohort (members on their devices); saves ``member<l>.keras`` files."""
     os.makedirs(run_dir, exist_ok=True)
     cohort = build_cohort(method, config, num_classes, pretrained)
-    cohort.compile(optimizer=make_optimizer(config.train), jit_compile=False)
+    cohort.compile(optimizer=make_optimizer(config.train), **compile_kwargs(config))
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
     t = config.train
-    fit_for_steps(cohort, training_data(domain, config, method), int(t.steps),
+    fit_for_steps(cohort, functools.partial(training_data, domain, config, method), int(t.steps),
                   int(t.steps_per_epoch), run_dir, recall, what=f"cohort {method} on {domain.name}",
-                  batch_size=int(t.classes_per_batch) * int(t.images_per_class))
+                  batch_size=int(t.classes_per_batch) * int(t.images_per_class),
+                  checkpoint_every=checkpoint_every(config))
     for l, member in enumerate(cohort.members):
         member.save(os.path.join(run_dir, f"member{l}.keras"))
     return cohort
@@ -215,16 +224,18 @@ def distill_rkd(cohort, domain, config, run_dir, strategy):
         student = build_model(m, name="rkd_student")
         distiller = Distiller(student, teacher, distill_loss=get_loss("rkd", **dict(c.rkd)),
                               metric_loss=None)
-        distiller.compile(optimizer=make_optimizer(t))
+        distiller.compile(optimizer=make_optimizer(t), **compile_kwargs(config))
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
-    ds = training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
-                          image_size=int(m.image_size), resize_size=int(m.resize_size),
-                          flip=bool(t.flip), seed=int(config.seed) + 1)
+    ds = functools.partial(training_batches, [domain.train], int(t.classes_per_batch),
+                           int(t.images_per_class), image_size=int(m.image_size),
+                           resize_size=int(m.resize_size), flip=bool(t.flip),
+                           seed=int(config.seed) + 1)
     fit_for_steps(distiller, ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
                   what=f"RKD-DA student of {cohort.name}",
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
-                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")))
+                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")),
+                  checkpoint_every=checkpoint_every(config))
     student.save(os.path.join(run_dir, "model.keras"))
     logging.info("distilled %s into %s", cohort.name, student.name)
     return student

@@ -23,6 +23,7 @@ gives teacher and students different views: ``lowres`` (students see images down
 teacher is trained and tested on bounding-box crops, the students on the whole images).
 """
 
+import functools
 import os
 
 import keras
@@ -40,7 +41,14 @@ from tfembed.data.types import Domain
 from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss
 from tfembed.models.distiller import Distiller
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
-from tfembed.training.specialist import build_model, eval_sets, fit_for_steps, make_optimizer
+from tfembed.training.specialist import (
+    build_model,
+    checkpoint_every,
+    compile_kwargs,
+    eval_sets,
+    fit_for_steps,
+    make_optimizer,
+)
 
 #: Embedding-level teacher terms → registered loss names (one per method at most).
 EMBEDDING_TERMS = {"abs": "absolute_teacher", "rel": "relative_teacher",
@@ -194,10 +202,10 @@ def fit_teacher_classifier(teacher, split, config, num_classes):
 
 # -------------------------------------------------------------------------------------- data
 
-def _batches(split, config, labelled=True):
+def _batches(split, config, labelled=True, start_step=0):
     m, t, d = config.model, config.train, config.distill
     kw = dict(image_size=int(m.image_size), resize_size=int(m.resize_size), flip=bool(t.flip),
-              seed=int(config.seed))
+              seed=int(config.seed), start_step=start_step)
     view = d.cross_quality if d.cross_quality != "none" else None
     if labelled:
         return training_batches([split], int(t.classes_per_batch), int(t.images_per_class),
@@ -208,22 +216,33 @@ def _batches(split, config, labelled=True):
     return unlabelled_batches(split, int(t.classes_per_batch) * int(t.images_per_class), **kw)
 
 
-def training_data(domain, config, data):
-    """The batches of a method's ``data`` (see the module docstring)."""
+def training_data(domain, config, data, start_step=0):
+    """The batches of a method's ``data`` (see the module docstring), from batch ``start_step``
+    on (a resumed run's position; the streams are pure functions of the seed and step)."""
     labelled, unlabelled = labelled_parts(domain, config)
     if data == "full":
-        return _batches(domain.train, config)
+        return _batches(domain.train, config, start_step=start_step)
     if data == "labelled":
-        return _batches(labelled, config)
+        return _batches(labelled, config, start_step=start_step)
     if data == "unlabelled":
-        return _batches(unlabelled, config, labelled=False)
+        return _batches(unlabelled, config, labelled=False, start_step=start_step)
     # @semi: both streams, each batch from one of them with probability ∝ its image count, so
-    # an epoch sees labelled and unlabelled images at their natural ratio.
+    # an epoch sees labelled and unlabelled images at their natural ratio. The choice of step s
+    # is a stateless draw of (seed, s): replaying the first start_step draws tells where each
+    # stream stands when a run resumes.
     fraction = len(labelled) / (len(labelled) + len(unlabelled))
-    return tf.data.Dataset.sample_from_datasets(
-        [_batches(labelled, config), _batches(unlabelled, config, labelled=False)],
-        weights=[fraction, 1.0 - fraction], seed=int(config.seed),
-        stop_on_empty_dataset=False).prefetch(tf.data.AUTOTUNE)
+    seed = tf.constant([int(config.seed), 0x5E31], tf.int64)
+
+    def choice(step):
+        u = tf.random.stateless_uniform([], seed + [0, step], dtype=tf.float64)
+        return tf.cast(u >= fraction, tf.int64)
+
+    from_unlabelled = int(tf.data.Dataset.range(int(start_step)).map(choice).reduce(
+        tf.constant(0, tf.int64), lambda a, b: a + b))
+    return tf.data.Dataset.choose_from_datasets(
+        [_batches(labelled, config, start_step=int(start_step) - from_unlabelled),
+         _batches(unlabelled, config, labelled=False, start_step=from_unlabelled)],
+        tf.data.Dataset.counter(int(start_step)).map(choice)).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------ models
@@ -270,15 +289,16 @@ def train_student(method, domain, teacher, config, run_dir, strategy, teacher_cl
         student = build_model(config.model, name="student")
         distiller = build_distiller(method, student, teacher, config, num_classes,
                                     teacher_classifier)
-        distiller.compile(optimizer=make_optimizer(config.train), jit_compile=False)
+        distiller.compile(optimizer=make_optimizer(config.train), **compile_kwargs(config))
     recall = RecallAtKCallback(
         eval_sets([domain], [0], config, **student_view(config)), ks=tuple(config.eval.ks),
         every_n_epochs=int(config.eval.every_n_epochs))
     # The callback embeds with self.model (the distiller), whose call is the student.
     t = config.train
-    fit_for_steps(distiller, training_data(domain, config, data), int(t.steps),
+    fit_for_steps(distiller, functools.partial(training_data, domain, config, data), int(t.steps),
                   int(t.steps_per_epoch), run_dir, recall, what=f"student {method}",
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
-                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")))
+                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")),
+                  checkpoint_every=checkpoint_every(config))
     distiller.student.save(os.path.join(run_dir, "model.keras"))
     return distiller.student, recall.history

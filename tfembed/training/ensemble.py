@@ -32,7 +32,13 @@ from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.losses import get_loss
 from tfembed.models import build_attention_ensemble, build_multihead_ensemble
 from tfembed.training.callbacks import RecallAtKCallback
-from tfembed.training.specialist import eval_sets, fit_for_steps, make_optimizer
+from tfembed.training.specialist import (
+    checkpoint_every,
+    compile_kwargs,
+    eval_sets,
+    fit_for_steps,
+    make_optimizer,
+)
 
 _METHOD = re.compile(r"^(abe|mheads)(\d+)(_nodiv|_div)?$")
 SAMPLERS = ("pairs", "classes")
@@ -95,13 +101,15 @@ def build_ensemble(method, config):
                                     **kwargs)
 
 
-def training_data(domain, config):
-    """The paper's pair batches (32 anchors + 16 positive / 16 negative partners) or c×k."""
+def training_data(domain, config, start_step=0):
+    """The paper's pair batches (32 anchors + 16 positive / 16 negative partners) or c×k, from
+    batch ``start_step`` on; returns ``(dataset, batch size)``."""
     mc, t, e = config.model, config.train, config.ensemble
     pairs = (int(e.pair_anchors), int(e.pair_positives)) if e.sampler == "pairs" else None
     ds = training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
                           image_size=int(mc.image_size), resize_size=int(mc.resize_size),
-                          flip=bool(t.flip), seed=int(config.seed), pairs=pairs)
+                          flip=bool(t.flip), seed=int(config.seed), pairs=pairs,
+                          start_step=start_step)
     batch = 2 * pairs[0] if pairs else int(t.classes_per_batch) * int(t.images_per_class)
     return ds, batch
 
@@ -114,12 +122,14 @@ def train_ensemble(method, domain, config, run_dir, strategy):
     os.makedirs(run_dir, exist_ok=True)
     with strategy.scope():
         model = build_ensemble(method, config)
-        model.compile(optimizer=make_optimizer(config.train), jit_compile=False)
-    ds, batch = training_data(domain, config)
+        model.compile(optimizer=make_optimizer(config.train), **compile_kwargs(config))
+    _, batch = training_data(domain, config)
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
-    fit_for_steps(model, ds, int(config.train.steps), int(config.train.steps_per_epoch), run_dir,
-                  recall, what=f"{method} on {domain.name}", batch_size=batch)
+    fit_for_steps(model, lambda start_step: training_data(domain, config, start_step)[0],
+                  int(config.train.steps), int(config.train.steps_per_epoch), run_dir,
+                  recall, what=f"{method} on {domain.name}", batch_size=batch,
+                  checkpoint_every=checkpoint_every(config))
     model.save(os.path.join(run_dir, "model.keras"))
     return model, recall.history
 

@@ -39,7 +39,7 @@ from tfembed.evaluation.clustering import nmi_f1
 from tfembed.evaluation.report import format_model_table, format_paper_table, write_report
 from tfembed.models import load_embedder
 from tfembed.training.specialist import build_model, train_specialist
-from tfembed.training.strategy import get_strategy
+from tfembed.training.strategy import get_strategy, precision
 from tfembed.training import cohort as cohort_lib
 from tfembed.training import distill as distill_lib
 from tfembed.training import ensemble as ensemble_lib
@@ -66,7 +66,8 @@ def run(config, workdir):
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=2, default=str)
     start = time.time()
-    rows = PIPELINES[name](config, workdir)
+    with precision(config.get("precision", "float32")):
+        rows = PIPELINES[name](config, workdir)
     logging.info("recipe %s finished in %.1f s", config.recipe, time.time() - start)
     return rows
 

@@ -2,14 +2,16 @@
 
 This is how every paper trains its single-domain models (000 §5: ResNet50 → 128-d, triplet
 semi-hard, batch 128 = 32 classes × 4 images, Adam 1e-5). The run directory gets TensorBoard
-logs, a per-epoch checkpoint, a backup for resuming after an interruption, the Recall@K history
-and the final ``.keras`` model.
+logs, a per-epoch checkpoint, the resumable training state (``backup/``, every
+``train.checkpoint_every`` steps), the Recall@K history and the final ``.keras`` model.
 
-Under MirroredStrategy the metric loss is computed per replica on the replica's slice of the
-global batch (Keras scales it for the replica count); the c×k batch is built so that every slice
-still holds whole classes when c is a multiple of the replica count.
+Under MirroredStrategy the metric loss sees the global batch (``train.global_batch``, default;
+``GlobalBatchLoss`` all-gathers labels and embeddings), so N replicas train the one-device model;
+with ``global_batch=False`` each replica's slice is its own batch (the c×k batch is built so that
+every slice still holds whole classes when c is a multiple of the replica count).
 """
 
+import functools
 import os
 
 import keras
@@ -18,9 +20,10 @@ from absl import logging
 
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.data.types import Domain
-from tfembed.losses import get_loss
+from tfembed.losses import GlobalBatchLoss, get_loss
 from tfembed.models import build_embedder
 from tfembed.training.callbacks import RecallAtKCallback
+from tfembed.training.fault_tolerance import TrainingPreempted, TrainingState, sigterm_checkpoints
 
 
 def build_model(model_cfg, name=None):
@@ -56,6 +59,24 @@ def make_optimizer(train_cfg, learning_rate=None):
     raise ValueError(f"unknown optimizer {name!r} (train.optimizer); use adam, adamw or sgd")
 
 
+def compile_kwargs(config):
+    """``compile`` options from a recipe's top-level keys: ``jit_compile`` (XLA)."""
+    return {"jit_compile": bool(config.get("jit_compile", False))}
+
+
+def metric_loss(config, name, kwargs=None):
+    """The ``compile`` loss of a plain embedder: ``name`` on the global batch when
+    ``train.global_batch`` (the papers' semantics: the loss compares every image of the batch,
+    whatever the replica count), else on each replica's slice."""
+    loss = get_loss(name, **dict(kwargs or {}))
+    return GlobalBatchLoss(loss) if bool(config.train.get("global_batch", True)) else loss
+
+
+def checkpoint_every(config):
+    """``train.checkpoint_every``: steps between training-state checkpoints (0: each epoch)."""
+    return int(config.train.get("checkpoint_every", 0) or 0) or None
+
+
 def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
     """``{domain: (query_ds, gallery_ds | None)}`` for RecallAtKCallback.
 
@@ -77,12 +98,14 @@ def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
 
 
 def standard_callbacks(run_dir, recall_callback=None, checkpoint=None):
-    """Recall@K (first, so the others see its logs), TensorBoard, checkpoint, backup."""
+    """Recall@K (first, so the others see its logs), TensorBoard and a per-epoch model save.
+
+    The resumable training state (every N steps) is :func:`fit_for_steps`'s ``TrainingState``.
+    """
     callbacks = [recall_callback] if recall_callback is not None else []
     callbacks += [
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
         checkpoint or keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "checkpoint.keras")),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
     ]
     return callbacks
 
@@ -105,15 +128,15 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
     with strategy.scope():
         model = build_model(m, name=name or f"specialist_{domain.name}")
         model.compile(optimizer=make_optimizer(t),
-                      loss=get_loss(t.loss, **dict(t.get("loss_kwargs", {}))),
-                      jit_compile=False)
+                      loss=metric_loss(config, t.loss, t.get("loss_kwargs", {})),
+                      **compile_kwargs(config))
         # Optimizer slots built now, not inside the first trace of the train step (which
         # makes tf.function trace it twice: ~2× the start-up of every run).
         model.optimizer.build(model.trainable_variables)
     # train.crop_boxes: train and evaluate on bounding-box crops (a cross-quality teacher).
     crop = bool(t.get("crop_boxes", False))
-    train_ds = training_batches(
-        [domain.train], int(t.classes_per_batch), int(t.images_per_class),
+    train_ds = functools.partial(
+        training_batches, [domain.train], int(t.classes_per_batch), int(t.images_per_class),
         image_size=int(m.image_size), resize_size=int(m.resize_size), flip=bool(t.flip),
         seed=int(config.seed), crop_boxes=crop)
     recall = RecallAtKCallback(eval_sets([domain], [0], config, crop_boxes=crop),
@@ -121,20 +144,59 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
                                every_n_epochs=int(config.eval.every_n_epochs))
     fit_for_steps(model, train_ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
                   what=f"{model.name} on {domain.name}",
-                  batch_size=int(t.classes_per_batch) * int(t.images_per_class))
+                  batch_size=int(t.classes_per_batch) * int(t.images_per_class),
+                  checkpoint_every=checkpoint_every(config))
     model.save(os.path.join(run_dir, "model.keras"))
     return model, recall.history
 
 
-def fit_for_steps(model, train_ds, steps, steps_per_epoch, run_dir, recall_callback, what,
-                  batch_size, checkpoint=None):
-    """``model.fit`` for ``steps`` steps (rounded up to whole epochs) with the standard callbacks.
+def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback, what,
+                  batch_size, checkpoint=None, checkpoint_every=None):
+    """``model.fit`` for ``steps`` steps (rounded up to whole epochs), resumable.
 
-    ``checkpoint``: a callback saving the model each epoch (default ``ModelCheckpoint`` on the
-    model itself; distillers pass one that saves only the student).
+    Args:
+      model: a compiled trainer (optimizer slots built).
+      data: ``start_step -> tf.data.Dataset``, the training stream from a given batch number
+        (``functools.partial(training_batches, ..., )`` and the pipelines' ``training_data``);
+        a plain dataset is also accepted and is skipped forward on resume (which computes the
+        skipped batches: fine in a notebook, slow for a long run).
+      steps, steps_per_epoch: the schedule.
+      run_dir: the run directory: ``backup/`` (training state), ``logs/``, the epoch checkpoint.
+      recall_callback: the Recall@K callback (or None).
+      what, batch_size: for the log line.
+      checkpoint: a callback saving the model each epoch (default ``ModelCheckpoint`` on the
+        model itself; distillers pass one that saves only the student).
+      checkpoint_every: steps between training-state checkpoints (default: once per epoch).
+
+    A rerun of the same command restores ``backup/`` and continues from its step, mid-epoch if
+    need be; a finished run is not trained again. Raises ``NonFiniteLossError`` on a NaN/Inf
+    loss and ``TrainingPreempted`` after checkpointing on SIGTERM (see
+    :mod:`tfembed.training.fault_tolerance`).
     """
     steps_per_epoch = max(1, min(int(steps_per_epoch), int(steps)))
     epochs = max(1, int(np.ceil(steps / steps_per_epoch)))
-    logging.info("training %s: %d steps of %d images", what, epochs * steps_per_epoch, batch_size)
-    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-              callbacks=standard_callbacks(run_dir, recall_callback, checkpoint), verbose=2)
+    total = epochs * steps_per_epoch
+    state = TrainingState(os.path.join(run_dir, "backup"),
+                          every_n_steps=int(checkpoint_every or steps_per_epoch), total_steps=total,
+                          schedule={"steps_per_epoch": steps_per_epoch,
+                                    "batch_size": int(batch_size)})
+    start = state.restore(model)
+    if start >= total:
+        logging.info("%s: already trained (%d steps, state in %s)", what, total, state.directory)
+        return
+    make = data if callable(data) else (lambda start_step: data.skip(start_step))
+    callbacks = [state] + standard_callbacks(run_dir, recall_callback, checkpoint)
+    logging.info("training %s: %d steps of %d images%s", what, total, batch_size,
+                 f" (resuming at step {start})" if start else "")
+    with sigterm_checkpoints(state):
+        while state.step < total:
+            epoch, done = divmod(state.step, steps_per_epoch)
+            # A resumed run first finishes its interrupted epoch, then runs whole epochs.
+            end = epoch + 1 if done else epochs
+            expected = state.step + (end - epoch) * steps_per_epoch - done
+            model.fit(make(start_step=state.step), initial_epoch=epoch, epochs=end,
+                      steps_per_epoch=steps_per_epoch - done, callbacks=callbacks, verbose=2)
+            if state.preempted:
+                raise TrainingPreempted(state.step, state.directory)
+            if state.step != expected:  # another callback stopped training (early stopping)
+                break

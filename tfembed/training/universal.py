@@ -14,6 +14,7 @@ report.json:
   specialists with :class:`tfembed.models.UniversalDistiller` under ``universal.policy``.
 """
 
+import functools
 import os
 
 import keras
@@ -26,7 +27,15 @@ from tfembed.losses import get_loss
 from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names
 from tfembed.models.universal import UniversalDistiller
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
-from tfembed.training.specialist import build_model, eval_sets, fit_for_steps, make_optimizer
+from tfembed.training.specialist import (
+    build_model,
+    checkpoint_every,
+    compile_kwargs,
+    eval_sets,
+    fit_for_steps,
+    make_optimizer,
+    metric_loss,
+)
 
 #: Short policy names used in method names and report rows → sampling.POLICIES.
 POLICY_ALIASES = {"naive": "naive", "ds": "domain_specific", "bal": "domain_balanced",
@@ -64,14 +73,14 @@ def _optimizer(config):
     return make_optimizer(config.train, learning_rate=config.universal.get("learning_rate"))
 
 
-def _batches(domains, offsets, config, policy, multi_domain):
+def _batches(domains, offsets, config, policy, multi_domain, start_step=0):
     m, t = config.model, config.train
     weights = list(config.universal.get("weights") or []) or None
     return training_batches(
         [d.train for d in domains], int(t.classes_per_batch), int(t.images_per_class),
         policy=policy, weights=weights, label_offsets=offsets, image_size=int(m.image_size),
         resize_size=int(m.resize_size), flip=bool(t.flip), seed=int(config.seed),
-        multi_domain=multi_domain)
+        multi_domain=multi_domain, start_step=start_step)
 
 
 def _recall_callback(domains, offsets, config):
@@ -89,18 +98,19 @@ def train_fused(method, domains, offsets, config, run_dir, strategy):
     with strategy.scope():
         model = build_model(config.model, name=f"fused_{method}")
         model.compile(optimizer=_optimizer(config),
-                      loss=get_loss(spec["loss"]["loss"], **dict(spec["loss"].get("kwargs", {}))),
-                      jit_compile=False)
+                      loss=metric_loss(config, spec["loss"]["loss"], spec["loss"].get("kwargs")),
+                      **compile_kwargs(config))
         # Optimizer slots built now, not inside the first trace of the train step (which
         # makes tf.function trace it twice: ~2× the start-up of every run).
         model.optimizer.build(model.trainable_variables)
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
     # Labels are offset per domain, so two domains' class 3 are different classes here.
-    fit_for_steps(model, _batches(domains, offsets, config, spec["policy"], False), steps,
+    fit_for_steps(model, functools.partial(_batches, domains, offsets, config, spec["policy"],
+                                           False), steps,
                   per_epoch, run_dir, recall, what=f"baseline {method}",
                   batch_size=int(config.train.classes_per_batch) *
-                  int(config.train.images_per_class))
+                  int(config.train.images_per_class), checkpoint_every=checkpoint_every(config))
     model.save(os.path.join(run_dir, "model.keras"))
     return model, recall.history
 
@@ -144,14 +154,16 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
             student, [None if n in domain_losses else t for n, t in zip(names, teachers)],
             distill_loss_for(method, config), domain_losses=domain_losses, domain_names=names,
             global_batch=bool(u.get("global_batch", True)), name=f"distiller_{method}")
-        distiller.compile(optimizer=_optimizer(config), jit_compile=False)
+        distiller.compile(optimizer=_optimizer(config), **compile_kwargs(config))
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
-    fit_for_steps(distiller, _batches(domains, offsets, config, policy, True), steps, per_epoch,
+    fit_for_steps(distiller, functools.partial(_batches, domains, offsets, config, policy, True),
+                  steps, per_epoch,
                   run_dir, recall, what=f"universal {method} ({policy} sampling)",
                   batch_size=int(config.train.classes_per_batch) *
                   int(config.train.images_per_class),
-                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")))
+                  checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")),
+                  checkpoint_every=checkpoint_every(config))
     student.save(os.path.join(run_dir, "model.keras"))
     return student, recall.history
 
