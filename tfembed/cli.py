@@ -56,9 +56,17 @@ def train_main(argv=None):
         print(config)
         return 0
     from tfembed.training import pipelines
+    from tfembed.training.fault_tolerance import NonFiniteLossError, TrainingPreempted
 
     workdir = fv.workdir or os.path.join("runs", fv.recipe)
-    pipelines.run(config, workdir)
+    try:
+        pipelines.run(config, workdir)
+    except TrainingPreempted as e:
+        sys.stderr.write(f"tfembed-train: {e}\n")
+        return 143  # 128 + SIGTERM: what a scheduler expects from a terminated job
+    except NonFiniteLossError as e:
+        sys.stderr.write(f"tfembed-train: {e}\n")
+        return 1
     return 0
 
 
