@@ -24,14 +24,17 @@ times:
 and, to show where the pipeline's time goes (informational; built here from the same file list
 with the same parallelism, not the library's code): reading the files only, reading +
 ``decode_image``, and reading + decoding + the transform's anti-aliased float resize (the rest of
-the pipeline: index sampling, random crop, flip, batching). It prints images/s per way and the headline RATIO pipeline ÷ train step
-(images/s; goal ≥ 2), plus train-fed-by-pipeline ÷ train step (1.0 = the step never waits).
+the pipeline: index sampling, random crop, flip, batching). It prints images/s per way and the
+headline RATIO pipeline ÷ train step (images/s; goal ≥ 2), plus train-fed-by-pipeline ÷ train
+step (1.0 = the step never waits). ``--threadpool N`` adds the pipeline alone and feeding the
+step with tf.data's ``threading.private_threadpool_size = N`` (the pipeline's threads kept to a
+pool of N); off by default: in a short probe at 64 px it made no difference within the noise.
 
 Usage: ``python benchmarks/input_pipeline.py [--classes 40] [--per-class 25] [--image 256]
 [--size 64] [--resize 73] [--classes-per-batch 8] [--images-per-class 4] [--pipeline-batches 60]
-[--steps 5] [--rounds 3] [--data DIR]`` (also ``--size 224 --resize 256``; quick check:
-``--classes 8 --per-class 4 --image 96 --size 32 --resize 37 --pipeline-batches 5 --steps 1
---rounds 1``)
+[--steps 5] [--rounds 3] [--threadpool 0] [--data DIR]`` (also ``--size 224 --resize 256``;
+quick check: ``--classes 8 --per-class 4 --image 96 --size 32 --resize 37 --pipeline-batches 5
+--steps 1 --rounds 1``)
 
 Measured (see README Benchmarks), 2 CPU cores, defaults: ... (to be filled).
 """
@@ -115,6 +118,9 @@ def main():
                         help="batches (steps, when training) dropped per iterator")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threadpool", type=int, default=0,
+                        help="also time the pipeline (alone and feeding the step) with "
+                             "tf.data.Options().threading.private_threadpool_size = N")
     args = parser.parse_args()
     s, r = args.size, args.resize
     b = args.classes_per_batch * args.images_per_class
@@ -148,9 +154,11 @@ def main():
 
         stages = {
             "read files only": stage_dataset(lambda raw: tf.strings.length(raw)),
-            "read + decode": stage_dataset(lambda raw: tf.shape(decode_image(raw))),
-            "read + decode + resize": stage_dataset(lambda raw: tf.shape(tf.image.resize(
-                tf.cast(decode_image(raw), tf.float32), (r, r), antialias=True))),
+            # Each stage returns something computed from every pixel: tf.data's graph optimizer
+            # would otherwise prune work whose result is not used (e.g. a static-shape resize).
+            "read + decode": stage_dataset(lambda raw: tf.reduce_max(decode_image(raw))),
+            "read + decode + resize": stage_dataset(lambda raw: tf.image.resize(
+                tf.cast(decode_image(raw), tf.float32), (r, r), antialias=True)),
         }
 
         keras.utils.set_random_seed(0)
@@ -167,8 +175,8 @@ def main():
             time_iterator(iterator, args.warmup)
             return time_iterator(iterator, args.pipeline_batches) / args.pipeline_batches
 
-        def fed_by_pipeline():
-            iterator = iter(pipeline)
+        def fed_by_pipeline(ds=pipeline):
+            iterator = iter(ds)
             for _ in range(args.warmup):  # warm-up steps: let tf.data fill its buffers first
                 model.train_on_batch(*next(iterator))
             begin = time.perf_counter()
@@ -182,6 +190,12 @@ def main():
                                                             args.steps),
             "train fed by pipeline": fed_by_pipeline,
         }
+        if args.threadpool:
+            options = tf.data.Options()
+            options.threading.private_threadpool_size = args.threadpool
+            limited = pipeline.with_options(options)
+            ways[f"pipeline (pool {args.threadpool})"] = lambda: pipeline_alone(limited)
+            ways[f"train fed (pool {args.threadpool})"] = lambda: fed_by_pipeline(limited)
         ways.update({name: (lambda ds=ds: pipeline_alone(ds)) for name, ds in stages.items()})
         times = {name: [] for name in ways}  # seconds per batch
         for _ in range(args.rounds):
@@ -199,7 +213,8 @@ def main():
           f"batch {b}, resize {r}x{r} -> crop {s}x{s} + flip; {args.pipeline_batches} batches "
           f"per round after {args.warmup} warm-up; train step: {args.backbone} 128-d, Adam, "
           f"TripletSemiHardLoss, {args.steps} steps per round; {args.rounds} rounds (median)")
-    header = f"{'way':>24} | {'images/s':>9} | {'ms/batch':>8} | {'÷ train':>7} | rounds (images/s)"
+    header = (f"{'way':>24} | {'images/s':>9} | {'ms/batch':>8} | {'÷ train':>7} | "
+              "rounds (images/s)")
     print(header)
     print("-" * len(header))
     train = rate["train step (in memory)"]

@@ -3,10 +3,10 @@
 Does exporting cost inference speed? The script builds an embedder (``--backbone`` resnet18,
 ``--size`` 64 px, ``--dim`` 128, weights=None), exports it with tfembed's own exporter
 (``tfembed.export.export_model`` into a temporary directory, deleted afterwards), loads the
-SavedModel back with ``tf.saved_model.load`` and times, on the same in-memory batches (``--batches``
-batches of ``--batch`` images, pixel values drawn as uint8 and fed as float32 in 0..255: the
-exported ``serving_pixels`` signature's input ``pixels: float32 [batch, size, size, 3]``), interleaved
-over ``--rounds`` rounds (median per way, so machine noise hits all alike):
+SavedModel back with ``tf.saved_model.load`` and times, on the same in-memory batches
+(``--batches`` batches of ``--batch`` images, pixel values drawn as uint8 and fed as float32 in
+0..255: the exported ``serving_pixels`` signature's input ``pixels: float32 [batch, size, size,
+3]``), interleaved over ``--rounds`` rounds (median per way, so machine noise hits all alike):
 
 * ``serving_pixels``: the loaded SavedModel's ``signatures["serving_pixels"](pixels=batch)``, the
   embeddings fetched as numpy;
@@ -126,7 +126,8 @@ def main():
     print(f"{args.backbone} embedder {s}x{s}, {args.dim}-d, weights=None; {args.batches} batches "
           f"of {b} per round, {args.rounds} rounds (median); export {export_s:.1f} s, "
           f"load {load_s:.1f} s; serving output dtype {out_dtype}")
-    header = f"{'way':>22} | {'images/s':>9} | {'ms/batch':>8} | {'÷ predict':>9} | rounds (images/s)"
+    header = (f"{'way':>22} | {'images/s':>9} | {'ms/batch':>8} | {'÷ predict':>9} | "
+              "rounds (images/s)")
     print(header)
     print("-" * len(header))
     for name in ways:

@@ -19,9 +19,10 @@ How much of the CPU's dense-matmul speed does an embedder's training step reach?
   hits all alike);
 
 and prints GFLOPs/step, ms/step, achieved GFLOP/s, GEMM GFLOP/s and the ratio achieved ÷ GEMM
-(goal ≥ 0.5 for ResNet-18 at 64 px). It also prints step time and images/s against the global
-batch size (``--batches``, ResNet-18 at ``--sweep-size`` 64 px only): the "step time vs global
-batch size" figure.
+(goal ≥ 0.5 for ResNet-18 at 64 px; medians of wall time), the same ratio against the best GEMM
+call, and in process CPU time (as recall.py: less sensitive to other processes on the machine).
+It also prints step time and images/s against the global batch size (``--batches``, ResNet-18
+at ``--sweep-size`` 64 px only): the "step time vs global batch size" figure.
 
 What is counted. The profiler HAS FLOP rules for the backward ops of convolutions and matmuls
 (``Conv2DBackpropInput``, ``Conv2DBackpropFilter``, ``MatMul`` with either transpose,
@@ -210,7 +211,8 @@ def parse_models(text):
 
 def _labels(batch):
     per_class = 4 if batch >= 8 else 2
-    return np.resize(np.repeat(np.arange(batch // per_class + 1), per_class), batch).astype(np.int64)
+    labels = np.repeat(np.arange(batch // per_class + 1), per_class)
+    return np.resize(labels, batch).astype(np.int64)
 
 
 def main():
@@ -261,13 +263,20 @@ def main():
         time_per_step(model.train_on_batch, batches[key], 2)
 
     times = {key: [] for key in configs}
-    gemm = []
+    cpu = {key: [] for key in configs}  # process CPU seconds per step (all threads)
+    gemm, gemm_cpu = [], []
     for _ in range(args.rounds):
+        c0 = time.process_time()
         gemm.extend(gemm_times(a, bm, args.gemm_reps))
+        gemm_cpu.append((time.process_time() - c0) / args.gemm_reps)
         for key, model in models.items():
+            c0 = time.process_time()
             times[key].append(time_per_step(model.train_on_batch, batches[key], args.steps))
+            cpu[key].append((time.process_time() - c0) / args.steps)
     med = {key: statistics.median(t) for key, t in times.items()}
+    med_cpu = {key: statistics.median(t) for key, t in cpu.items()}
     gemm_rate = gemm_flops / statistics.median(gemm)
+    gemm_cpu_rate = gemm_flops / statistics.median(gemm_cpu)
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; TF {tf.__version__}, "
           f"Keras {keras.__version__}; load {os.getloadavg()[0]:.1f} (1-min average at the end)")
@@ -304,7 +313,12 @@ def main():
     key0 = headline[0]
     ratio0 = flops[key0]["total"] / med[key0] / gemm_rate
     print(f"RATIO {key0[0]}@{key0[1]} b{key0[2]} training GFLOP/s / GEMM GFLOP/s = {ratio0:.2f} "
-          f"(goal >= 0.5: {'MET' if ratio0 >= 0.5 else 'NOT MET'})")
+          f"(goal >= 0.5: {'MET' if ratio0 >= 0.5 else 'NOT MET'}); against the best GEMM call "
+          f"{flops[key0]['total'] / med[key0] / (gemm_flops / min(gemm)):.2f}")
+    print("same ratios in CPU time (FLOPs per process CPU-second; less sensitive to other "
+          "processes on the machine): " + ", ".join(
+              f"{k[0]}@{k[1]} b{k[2]} {flops[k]['total'] / med_cpu[k] / gemm_cpu_rate:.2f}"
+              for k in headline))
 
     if sweep:
         print(f"\nstep time vs global batch size (resnet18@{args.sweep_size}, same models, "

@@ -165,38 +165,6 @@ def _tiny_base(seed):
     return keras.Model(inputs, keras.layers.UnitNormalization(name="l2_norm")(x))
 
 
-def _one_step(strategy, x, y, weights, cls=AttentionEnsemble, global_batch=True):
-    with strategy.scope():
-        base = _tiny_base(1)
-        if cls is AttentionEnsemble:
-            model = AttentionEnsemble(base, 3, branch="s_out", attention_end="block1",
-                                      global_batch=global_batch)
-        else:
-            model = MultiHeadEnsemble(base, 3, branch="s_out", divergence_weight=1.0,
-                                      global_batch=global_batch)
-        model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
-    return [w.numpy() for w in model.weights]
-
-
-@pytest.mark.parametrize("cls", [AttentionEnsemble, MultiHeadEnsemble])
-def test_one_replica_equals_two_replicas(cls, rng, two_replica_strategy):
-    x = rng.uniform(0, 255, (8, 8, 8, 3)).astype("float32")
-    if cls is AttentionEnsemble:
-        start = AttentionEnsemble(_tiny_base(1), 3, branch="s_out", attention_end="block1")
-    else:
-        start = MultiHeadEnsemble(_tiny_base(1), 3, branch="s_out")
-    weights = start.get_weights()
-    one = _one_step(tf.distribute.get_strategy(), x, LABELS, weights, cls)
-    two = _one_step(two_replica_strategy, x, LABELS, weights, cls)
-    assert any(not np.allclose(a, w) for a, w in zip(one, weights))
-    for a, b in zip(one, two):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    local = _one_step(two_replica_strategy, x, LABELS, weights, cls, global_batch=False)
-    assert any(not np.allclose(a, b, atol=1e-6) for a, b in zip(local, one))
-
-
 def test_multihead_heads_are_separate(rng):
     model = build_multihead_ensemble("small_cnn", 3, 24, input_shape=SHAPE,
                                      backbone_kwargs={"width": 0.25}, weights=None)

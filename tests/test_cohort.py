@@ -164,13 +164,6 @@ def test_members_on_two_devices_train_as_on_one(rng):
             np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
 
 
-def test_mirrored_strategy_is_refused(two_replica_strategy):
-    with two_replica_strategy.scope():
-        cohort = MutualLearningCohort([_dense(0), _dense(1)])
-        with pytest.raises(ValueError, match="devices"):
-            cohort.compile(optimizer="adam")
-
-
 def test_heads_own_weights_and_train_with_their_member(rng):
     heads = [ProxyNCAHead(4, name=f"proxies_{l}") for l in range(2)]
     cohort = MutualLearningCohort([_dense(0), _dense(1)], heads=heads, relation_weight=1.0)

@@ -203,30 +203,6 @@ def _dense(seed, dim=8):
     return keras.Model(inputs, keras.layers.UnitNormalization()(x))
 
 
-def _one_step(strategy, x, y, teacher_weights, student_weights, global_batch=True):
-    with strategy.scope():
-        teacher, student = _dense(1), _dense(2)
-        teacher.set_weights(teacher_weights)
-        student.set_weights(student_weights)
-        model = Distiller(student, teacher, "relative_teacher", metric_loss="triplet_semihard",
-                          global_batch=global_batch)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
-    return [w.numpy() for w in student.weights]
-
-
-def test_one_replica_equals_two_replicas(rng, two_replica_strategy):
-    x = _images(rng)
-    tw, sw = _dense(1).get_weights(), _dense(2).get_weights()
-    one = _one_step(tf.distribute.get_strategy(), x, LABELS, tw, sw)
-    two = _one_step(two_replica_strategy, x, LABELS, tw, sw)
-    assert not np.allclose(one[0], sw[0])
-    for a, b in zip(one, two):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    local = _one_step(two_replica_strategy, x, LABELS, tw, sw, global_batch=False)
-    assert not np.allclose(local[0], one[0], atol=1e-6)
-
-
 def test_config_round_trip(tmp_path, rng):
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
     path = str(tmp_path / "teacher.keras")

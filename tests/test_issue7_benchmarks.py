@@ -121,6 +121,7 @@ def test_build_under_policy_restores_the_global_policy_and_keeps_float32_embeddi
     model = build_under_policy("mixed_bfloat16", "small_cnn", 8, 16, weights, False)
     assert keras.mixed_precision.global_policy().name == "float32"
     assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
-    out = model(tf.zeros([2, 16, 16, 3]), training=False)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    out = model(pixels, training=False)
     assert out.dtype == tf.float32
     np.testing.assert_allclose(np.linalg.norm(out.numpy(), axis=1), 1.0, atol=1e-3)

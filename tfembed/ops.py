@@ -113,5 +113,14 @@ def gather_replicas(*tensors):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return tensors if len(tensors) != 1 else tensors[0]
-    out = tuple(ctx.all_gather(t, axis=0) for t in tensors)
+    out = tuple(_gather(ctx, t) for t in tensors)
     return out if len(out) != 1 else out[0]
+
+
+def _gather(ctx, tensor):
+    gathered = ctx.all_gather(tensor, axis=0)
+    # all_gather forgets the static batch size; losses that need it (soft DarkRank enumerates
+    # permutations at trace time) get it back when every replica's slice has a static size.
+    if tensor.shape.rank and tensor.shape[0] is not None:
+        gathered.set_shape([tensor.shape[0] * ctx.num_replicas_in_sync] + tensor.shape[1:])
+    return gathered

@@ -12,6 +12,18 @@ Unlike ``keras.losses.LossFunctionWrapper`` it does not reshape ``y_true`` to th
 import keras
 
 
+def _scale_scalar_for_replicas(loss):
+    """Keras divides a loss by the replica count in its reduction, but leaves a loss that is
+    already a scalar unreduced *and unscaled*: every tfembed loss returns the batch's scalar, so
+    under N replicas ``compile``/``fit`` would sum N unscaled per-replica losses into N× the
+    gradient. Scale it here, as Keras scales its own losses (DESIGN §5)."""
+    from tfembed.ops import scale_for_replicas  # noqa: PLC0415 (ops is TensorFlow-only)
+
+    if len(loss.shape) == 0:
+        return scale_for_replicas(loss)
+    return loss
+
+
 class EmbeddingLoss(keras.losses.Loss):
     """Base class: ``call(y_true, y_pred)`` is ``fn(y_true, y_pred, **kwargs)``.
 
@@ -29,6 +41,9 @@ class EmbeddingLoss(keras.losses.Loss):
         super().__init__(name=name or fn.__name__, reduction=reduction, dtype=dtype or "float32")
         self.fn = fn
         self._fn_kwargs = kwargs
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return _scale_scalar_for_replicas(super().__call__(y_true, y_pred, sample_weight))
 
     def call(self, y_true, y_pred):
         return self.fn(y_true, y_pred, **self._fn_kwargs)
@@ -78,6 +93,9 @@ class GlobalBatchLoss(keras.losses.Loss):
         super().__init__(name=name or loss.name, reduction=reduction,
                          dtype=dtype or loss.dtype)
         self.loss = loss
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return _scale_scalar_for_replicas(super().__call__(y_true, y_pred, sample_weight))
 
     def call(self, y_true, y_pred):
         from tfembed.ops import gather_replicas  # noqa: PLC0415 (ops is TensorFlow-only)

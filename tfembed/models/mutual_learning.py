@@ -21,8 +21,11 @@ warms up linearly from 0 to its final value (20 in 003) over ``warmup_steps``. T
 
 Placement (003 §3.3, the paper's parallel setting): ``devices=[...]`` puts member l's variables
 and computation on device ``devices[l]`` (e.g. one GPU each); only the B×B distance information
-crosses devices. The cohort is not replicated under MirroredStrategy: build it outside a
-strategy scope (``compile`` refuses a multi-replica strategy).
+crosses devices. Data parallelism (MirroredStrategy) works for cohorts without temporal
+diversity: every member's embeddings and the labels are all-gathered, so each loss is the
+one-device loss of the global batch. With TD it is refused (``compile``): a skipped member's
+optimizer sits in a ``tf.cond`` branch, and tf.distribute cannot synchronise replicas (the
+gradient all-reduce) inside a conditional branch. Place such a cohort's members instead.
 
 ``call`` returns the ensemble embedding: the concatenation of the L unit-norm member embeddings.
 :meth:`ensemble_model` returns the same as a functional model (export, distillation teacher);
@@ -49,6 +52,8 @@ from tfembed.models.embedder import load_embedder
 from tfembed.models.train_utils import (
     as_loss_fn,
     deserialize_loss,
+    gather_replicas,
+    scale_for_replicas,
     serialize_loss,
     update_trackers,
 )
@@ -151,10 +156,12 @@ class MutualLearningCohort(keras.Model):
     def compile(self, optimizer="adam", **kwargs):
         """``optimizer`` is the template: every member gets its own copy (own slots)."""
         strategy = tf.distribute.get_strategy()
-        if strategy.num_replicas_in_sync > 1:
-            raise ValueError("MutualLearningCohort is not replicated under a distribution "
-                             "strategy: place its members on devices with devices=[...] and "
-                             "build it outside strategy.scope()")
+        if strategy.num_replicas_in_sync > 1 and any(p < 1.0 for p in self.update_probabilities):
+            raise ValueError("a MutualLearningCohort with temporal diversity (update "
+                             "probabilities < 1) is not replicated under a distribution "
+                             "strategy (the gradient all-reduce cannot sit in the tf.cond that "
+                             "skips an update): place its members on devices with "
+                             "devices=[...] and build it outside strategy.scope()")
         super().compile(optimizer=optimizer, **kwargs)
         config = keras.optimizers.serialize(self.optimizer)
         self.member_optimizers = []
@@ -250,23 +257,32 @@ class MutualLearningCohort(keras.Model):
         for l, (member, images) in enumerate(zip(self.members, self.member_inputs(x))):
             tape = tf.GradientTape()
             with self._on(l), tape:
-                embeddings.append(tf.cast(member(images, training=True), tf.float32))
+                # Under MirroredStrategy the losses see the global batch (a no-op on one device).
+                embeddings.append(gather_replicas(
+                    tf.cast(member(images, training=True), tf.float32)))
             tapes.append(tape)
-        losses = []
-        for l in range(self.num_members):
-            with self._on(l), tapes[l]:  # the tape records member l's loss too
+        labels = gather_replicas(labels)
+        losses, scaled = [], []
+        for l, opt in enumerate(self.member_optimizers):
+            with self._on(l), tapes[l]:  # the tape records member l's loss (and its scaling) too
                 losses.append(self.member_loss(l, embeddings, labels, weight))
+                # Every replica holds the same global loss: ÷ replicas (see train_utils); then
+                # the float16 loss scale, if any.
+                scaled.append(opt.scale_loss(scale_for_replicas(losses[l][0])))
         # Lines 13-17: member l's backward pass and update only if its Bernoulli draw says so.
         done = []
         for l, opt in enumerate(self.member_optimizers):
             def update(l=l, opt=opt):
                 with self._on(l):
                     variables = self.member_variables(l)
-                    grads = tapes[l].gradient(opt.scale_loss(losses[l][0]), variables)
+                    grads = tapes[l].gradient(scaled[l], variables)
                     opt.apply_gradients(zip(grads, variables))
                 return tf.constant(1, tf.int64)
 
-            done.append(tf.cond(gates[l], update, lambda: tf.constant(0, tf.int64)))
+            if self.update_probabilities[l] >= 1.0:   # always updates: no branch needed
+                done.append(update())
+            else:
+                done.append(tf.cond(gates[l], update, lambda: tf.constant(0, tf.int64)))
         self.update_counts.assign_add(tf.stack(done))
         self.step_counter.assign_add(1)
         # Keras' own counter (TensorBoard steps, schedules reading it) follows the steps.
