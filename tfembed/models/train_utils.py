@@ -6,7 +6,6 @@ all-gather; teachers are frozen and always run in inference mode.
 """
 
 import keras
-import tensorflow as tf
 
 # The replica helpers live in tfembed.ops (losses use them too); re-exported for the trainers.
 from tfembed.ops import gather_replicas, num_replicas, scale_for_replicas  # noqa: F401

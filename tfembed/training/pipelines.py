@@ -62,6 +62,8 @@ def run(config, workdir):
         raise ValueError(f"recipe {config.recipe!r} names pipeline {name!r}; known pipelines: "
                          f"{', '.join(sorted(PIPELINES))}")
     os.makedirs(workdir, exist_ok=True)
+    if config.get("strategy") == "multi_worker":
+        get_strategy("multi_worker")   # before any op: collectives are set up at start-up
     keras.utils.set_random_seed(int(config.seed))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=2, default=str)

@@ -51,6 +51,13 @@ def _multi_worker():
 
 def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     """Returns the strategy named by a recipe's ``strategy`` key."""
+    if name == "multi_worker":
+        # First: collectives must be configured before anything initialises the runtime
+        # (listing the logical devices below would).
+        strategy = _multi_worker()
+        logging.info("strategy %s with %d replica(s)", type(strategy).__name__,
+                     strategy.num_replicas_in_sync)
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default":
         if len(gpus) > 1:
@@ -60,8 +67,6 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     elif name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
-    elif name == "multi_worker":
-        strategy = _multi_worker()
     elif name == "one_device":
         strategy = tf.distribute.OneDeviceStrategy((gpus[0] if gpus else tf.config.list_logical_devices("CPU")[0]).name)
     else:
