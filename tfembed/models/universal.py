@@ -110,8 +110,8 @@ class UniversalDistiller(keras.Model):
         self.global_batch = bool(global_batch)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.domain_trackers = [keras.metrics.Mean(name=f"loss_{n}") for n in self.domain_names]
-        # Student and teachers are built models, so the distiller is too (BackupAndRestore and
-        # saving require a built model before fit).
+        # Student and teachers are built models, so the distiller is too (checkpoint restore
+        # and saving require a built model before fit).
         self.built = True
 
     # ------------------------------------------------------------------------------- set-up

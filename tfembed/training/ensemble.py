@@ -18,6 +18,7 @@ similarity of positive, negative and self pairs, one panel per method) and, for 
 ``attention_masks_<method>`` (Fig. 6).
 """
 
+import functools
 import os
 import re
 
@@ -101,17 +102,24 @@ def build_ensemble(method, config):
                                     **kwargs)
 
 
+def batch_size(config):
+    """Images per batch: 2 × anchors with the pair sampler, else c×k."""
+    e, t = config.ensemble, config.train
+    if e.sampler == "pairs":
+        return 2 * int(e.pair_anchors)
+    return int(t.classes_per_batch) * int(t.images_per_class)
+
+
 def training_data(domain, config, start_step=0):
     """The paper's pair batches (32 anchors + 16 positive / 16 negative partners) or c×k, from
-    batch ``start_step`` on; returns ``(dataset, batch size)``."""
+    batch ``start_step`` on."""
     mc, t, e = config.model, config.train, config.ensemble
     pairs = (int(e.pair_anchors), int(e.pair_positives)) if e.sampler == "pairs" else None
     ds = training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
                           image_size=int(mc.image_size), resize_size=int(mc.resize_size),
                           flip=bool(t.flip), seed=int(config.seed), pairs=pairs,
                           start_step=start_step)
-    batch = 2 * pairs[0] if pairs else int(t.classes_per_batch) * int(t.images_per_class)
-    return ds, batch
+    return ds
 
 
 def train_ensemble(method, domain, config, run_dir, strategy):
@@ -123,12 +131,11 @@ def train_ensemble(method, domain, config, run_dir, strategy):
     with strategy.scope():
         model = build_ensemble(method, config)
         model.compile(optimizer=make_optimizer(config.train), **compile_kwargs(config))
-    _, batch = training_data(domain, config)
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
-    fit_for_steps(model, lambda start_step: training_data(domain, config, start_step)[0],
+    fit_for_steps(model, functools.partial(training_data, domain, config),
                   int(config.train.steps), int(config.train.steps_per_epoch), run_dir,
-                  recall, what=f"{method} on {domain.name}", batch_size=batch,
+                  recall, what=f"{method} on {domain.name}", batch_size=batch_size(config),
                   checkpoint_every=checkpoint_every(config))
     model.save(os.path.join(run_dir, "model.keras"))
     return model, recall.history

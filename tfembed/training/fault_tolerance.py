@@ -173,6 +173,12 @@ class TrainingState(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------------- callbacks
 
+    def on_train_begin(self, logs=None):
+        if self._checkpoint is None:
+            # Restoring here would resume the weights but not the data stream the caller built.
+            raise RuntimeError("TrainingState.restore(model) must run before fit: it returns "
+                               "the step the training data has to start from")
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         for key, value in (logs or {}).items():
