@@ -126,3 +126,25 @@ def test_teacher_train_overrides_and_typos():
     c.distill.teacher_train = {"learnig_rate": 0.1}
     with pytest.raises(ValueError, match="learnig_rate"):
         distill.teacher_config(c)
+
+
+def test_distill_recipe_with_a_teacher_cache_in_memory(paper_data_dir, teacher, run_recipe,
+                                                       tmp_path):
+    report = run_recipe("rel_teacher_resnet18_cub", tmp_path, f"data_dir={paper_data_dir}",
+                        f"teachers={teacher}", "teacher_cache.mode=memory")
+    _check_report(report)
+    assert {r["model"] for r in report["rows"]} >= {"student/ml", "student/ml+rel"}
+    assert not any("teacher_cache" in p for p in os.listdir(tmp_path))   # memory: nothing written
+
+
+def test_teacher_cache_refuses_hint_and_semi_supervised_methods(tmp_path):
+    from tfembed import cli
+
+    for method, extra in (("ml+rel+at", ["distill.attention_layers=[['a','b']]"]),
+                          ("ml+rel@semi", ["distill.labelled_fraction=0.5"])):
+        with pytest.raises(ValueError, match="cannot use teacher_cache.mode='disk'"):
+            cli.train_main(["tfembed-train", "--recipe", "distill_demo", "--workdir",
+                            str(tmp_path), "--set", "smoke=true", "--set",
+                            f"distill.methods={method}", "--set", "teacher_cache.mode=disk",
+                            *[a for s in extra for a in ("--set", s)]])
+    assert not os.path.exists(tmp_path / "teacher")

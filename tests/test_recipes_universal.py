@@ -152,3 +152,25 @@ def test_sigma_selfdistill_demo_in_smoke_mode(run_recipe, tmp_path):
     report = run_recipe("snd_sigma_selfdistill_demo", tmp_path, "eval.ks=1")
     models = {r["model"] for r in report["rows"]}
     assert models == {"specialist/glyphs", "self_distill/sigma=0.5", "self_distill/sigma=1"}
+
+
+def test_universal_recipe_with_a_teacher_cache_on_disk(paper_data_dir, teachers, run_recipe,
+                                                       tmp_path):
+    domains = ["cub", "cars", "inshop"]
+    report = run_recipe("snd_universal", tmp_path, f"data_dir={paper_data_dir}",
+                        "teachers=" + ",".join(teachers[d] for d in domains),
+                        "universal.methods=rkd,snd", "teacher_cache.mode=disk",
+                        "teacher_cache.views=2")
+    _assert_rows(report["rows"], [row_name(m) for m in ("rkd", "snd")], domains, ("domain",))
+    # One cache for both students: every domain's training split × 2 views.
+    meta = json.load(open(tmp_path / "universal" / "teacher_cache" / "meta.json"))
+    assert meta["teacher_views"] == 2 and meta["domain_names"] == domains
+    assert sorted(os.listdir(tmp_path / "universal" / "teacher_cache")) == [
+        "0.npy", "1.npy", "2.npy", "meta.json"]
+
+
+def test_teacher_cache_mode_typo_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="teacher_cache.mode must be one of"):
+        cli.train_main(["tfembed-train", "--recipe", "snd_universal_demo", "--workdir",
+                        str(tmp_path), "--set", "smoke=true", "--set", "teacher_cache.mode=dsik"])
+    assert not os.path.exists(tmp_path / "specialists")

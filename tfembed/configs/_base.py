@@ -82,6 +82,13 @@ def base_config():
     c.distill = distill_defaults()
     c.ensemble = ensemble_defaults()
     c.cohort = cohort_defaults()
+    # Teacher-embedding cache for the distillation students (universal snd/rkd, distill
+    # methods): mode "off" (teachers run live on fresh augmentations, the papers' setting),
+    # "memory" or "disk" (computed once per run into dir, default <workdir>/.../teacher_cache,
+    # reused by every student and by a rerun). views: 0 = the teacher sees the evaluation
+    # transform while the student keeps random augmentation; K = K fixed augmented views per
+    # image, seen by teacher and student alike.
+    c.teacher_cache = ml_collections.ConfigDict(dict(mode="off", views=0, dir=""))
     c.export = ml_collections.ConfigDict(dict(enabled=True, root=""))
     return c
 

@@ -105,7 +105,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
                      label_offsets: Optional[Sequence[int]] = None, image_size=(224, 224),
                      resize_size=(256, 256), flip=True, seed=0, multi_domain=None,
                      crop_boxes=False, student_view=None, low_resolution_size=50,
-                     pairs=None, views=None, start_step=0):
+                     pairs=None, views=None, teacher_views=None, start_step=0):
     """Endless training batches of c×k images (or of 2·a images in pairs, see ``pairs``).
 
     Args:
@@ -134,6 +134,13 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
       views: ``L`` > 1: view diversity of a cohort (003 §3.2): every image also gets ``L``
         independent draws of the random crop and flip, ``{"images": view 0, "views":
         [B, L, H, W, 3]}`` (view 0 is the ordinary transform of the image).
+      teacher_views: make the teacher's input deterministic so its embeddings can be cached
+        (:class:`tfembed.models.TeacherCache`); adds ``"example"`` (the image's row in its
+        domain's split) and ``"view"`` to the inputs. ``K`` >= 1: every image is one of ``K``
+        fixed augmented views of its example (crop and flip seeded by ``(seed, example,
+        view)``, the view drawn per element), seen by teacher and student alike. ``0``: the
+        teacher sees the evaluation transform (``"images"``, view 0) and the student the
+        ordinary random augmentation (``"student_images"``). None: neither key (the default).
       start_step: number of the first batch. Images and augmentations are a pure function of
         ``(seed, batch number)``, so ``start_step=s`` yields exactly batches ``s, s+1, ...`` of
         the stream from 0, without computing the first ``s`` (how a resumed run continues).
@@ -146,6 +153,11 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     if views is not None and (int(views) < 1 or student_view is not None):
         raise ValueError(f"views must be >= 1 and cannot be combined with student_view, got "
                          f"views={views!r}, student_view={student_view!r}")
+    if teacher_views is not None:
+        teacher_views = _check_teacher_views(teacher_views)
+        if student_view is not None or views is not None or pairs is not None:
+            raise ValueError("teacher_views (a cached teacher's fixed inputs) cannot be combined "
+                             "with student_view, views or pairs")
     if pairs is None:
         indices = sampling.batch_indices([s.labels for s in splits], classes_per_batch,
                                          images_per_class, policy=policy, weights=weights,
@@ -170,6 +182,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     starts = tf.constant(np.cumsum([0] + [len(s) for s in splits])[:-1], tf.int64)
     offsets_t = tf.constant(offsets, tf.int64)
     aug_seed = tf.constant([seed, 0xA06], tf.int64)
+    view_pick = tf.constant([seed, 0x71E5], tf.int64)
     boxes = _boxes_tensor(splits) if crop_boxes or student_view == "uncropped" else None
 
     def transform(image, seed_):
@@ -180,14 +193,25 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
         raw = _load_from_domains(loaders, domain, index)
         row = starts[domain] + index
         seed_ = aug_seed + [0, number]
-        image = transform(crop_to_box(raw, boxes[row]) if boxes is not None else raw, seed_)
+        source = crop_to_box(raw, boxes[row]) if boxes is not None else raw
         label = tf.gather(labels, row) + offsets_t[domain]
+        if teacher_views:
+            # Which of the K fixed views this draw shows: a stateless function of the element
+            # number (the stream stays resumable); the view's pixels depend on (example, view).
+            view = tf.random.stateless_uniform([], view_pick + [0, number], 0, teacher_views,
+                                               dtype=tf.int32)
+            return ({"images": transform(source, fixed_view_seed(seed, index, view)),
+                     "example": index, "view": view}, domain, label)
+        image = transform(source, seed_)
+        if teacher_views == 0:
+            return ({"images": eval_transform(source, image_size, resize_size),
+                     "student_images": image, "example": index,
+                     "view": tf.constant(0, tf.int32)}, domain, label)
         if student_view == "lowres":
             image = (image, low_resolution(image, low_resolution_size))
         elif student_view == "uncropped":
             image = (image, transform(raw, seed_))
         elif views is not None and int(views) > 1:
-            source = crop_to_box(raw, boxes[row]) if boxes is not None else raw
             # View v > 0: its own stateless draw of crop and flip (seed row v, same number).
             extra = [transform(source, aug_seed + [v * 0x9E37, number])
                      for v in range(1, int(views))]
@@ -199,6 +223,53 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)
     return ds.map(lambda x, d, y: _format(x, d, y, multi_domain)).prefetch(AUTOTUNE)
+
+
+def _check_teacher_views(teacher_views):
+    if isinstance(teacher_views, bool) or int(teacher_views) != teacher_views or teacher_views < 0:
+        raise ValueError(f"teacher_views must be an int >= 0 (0: the evaluation transform, K: K "
+                         f"fixed augmented views), got {teacher_views!r}")
+    return int(teacher_views)
+
+
+def fixed_view_seed(seed, example, view):
+    """The stateless augmentation seed of view ``view`` of ``example`` (its row in the split).
+
+    Independent of when the pair is drawn, so the pixels (and a frozen teacher's embedding of
+    them) are the same every time: what makes a teacher cache exact.
+    """
+    base = tf.constant([seed, 0xCAC4E], tf.int64)
+    base = tf.random.experimental.stateless_fold_in(base, tf.cast(example, tf.int64))
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(view, tf.int64))
+
+
+def teacher_view_dataset(split: Split, teacher_views: int, batch_size=128, *,
+                         image_size=(224, 224), resize_size=(256, 256), flip=True, seed=0,
+                         crop_boxes=False):
+    """Every image a teacher cache holds for ``split``, example-major (row ``i·V + v``).
+
+    ``teacher_views`` as in :func:`training_batches`: ``K`` >= 1 fixed augmented views per
+    example (the same pixels :func:`training_batches` shows for ``(example, view)``), or ``0``
+    for one evaluation-transform view. Yields image batches only.
+    """
+    teacher_views = _check_teacher_views(teacher_views)
+    per_example = max(teacher_views, 1)
+    load = make_loader(split)
+    boxes = _boxes_tensor([split]) if crop_boxes else None
+
+    def element(number):
+        index, view = number // per_example, number % per_example
+        image = load(index)
+        if boxes is not None:
+            image = crop_to_box(image, boxes[index])
+        if not teacher_views:
+            return eval_transform(image, image_size, resize_size)
+        return train_transform(image, fixed_view_seed(seed, index, view), image_size,
+                               resize_size, flip)
+
+    ds = tf.data.Dataset.range(len(split) * per_example)
+    ds = ds.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
 def split_labelled(split: Split, labelled_fraction: float, seed=0):

@@ -12,6 +12,7 @@ from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_mo
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
 from tfembed.models.distiller import Distiller
 from tfembed.models.universal import UniversalDistiller
+from tfembed.models.teacher_cache import TeacherCache
 from tfembed.models.attention_ensemble import (
     AttentionEnsemble,
     MultiHeadEnsemble,

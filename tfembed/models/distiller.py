@@ -44,6 +44,7 @@ import tensorflow as tf
 from tfembed.losses.features import attention_transfer_loss, hint_loss
 from tfembed.losses.teacher import hinton_kd_loss
 from tfembed.models.embedder import feature_model, load_embedder
+from tfembed.models.teacher_cache import TeacherCache, cache_keys
 from tfembed.models.train_utils import (
     Untracked,
     as_loss_fn,
@@ -95,7 +96,10 @@ class Distiller(keras.Model):
     Args:
       student: the student embedder (a functional ``keras.Model`` images → ``[B, D_s]``).
       teacher: the frozen teacher: a model, a ``.keras`` file or a SavedModel directory
-        (hint/attention need named layers, so a functional model or ``.keras`` file).
+        (hint/attention need named layers, so a functional model or ``.keras`` file). Or a
+        one-domain :class:`TeacherCache` of its embeddings, read by the batch's
+        ``(example, view)`` instead of running the teacher (embedding-level terms and Hinton KD
+        only: a cache holds no feature maps for hint/attention).
       distill_loss: the embedding-level teacher loss ``fn(teacher_emb, student_emb)``: a
         registered name (``"relative_teacher"``, ``"absolute_teacher"``, ``"direct_match"``,
         ``"darkrank_hard"``, ``"darkrank_soft"``, ``"rkd"``...), a Loss object, a callable, or
@@ -136,7 +140,14 @@ class Distiller(keras.Model):
         super().__init__(name=name, **kwargs)
         self.student = load_embedder(student)
         self._teacher_source = teacher if isinstance(teacher, str) else None
-        self.teacher = freeze(load_embedder(teacher))
+        self.teacher_cache = teacher if isinstance(teacher, TeacherCache) else None
+        if self.teacher_cache is not None:
+            if self.teacher_cache.num_domains != 1 or self.teacher_cache.table(0) is None:
+                raise ValueError(f"a Distiller has one teacher; this TeacherCache holds "
+                                 f"{self.teacher_cache.num_domains} domains")
+            self.teacher = None
+        else:
+            self.teacher = freeze(load_embedder(teacher))
         self.global_batch = bool(global_batch)
 
         self._distill_loss_arg = distill_loss
@@ -157,6 +168,9 @@ class Distiller(keras.Model):
         active_hint = self.hint_layers if self.hint_weight else []
         active_att = self.attention_layers if self.attention_weight else []
         self._feature_pairs = active_hint + active_att
+        if self._feature_pairs and self.teacher_cache is not None:
+            raise ValueError("hint and attention transfer need the teacher's feature maps, which "
+                             "a TeacherCache does not hold; use the live teacher")
         self._num_hint = len(active_hint)
         self._build_feature_models()
         self.hint_adapters = self._build_adapters(active_hint)
@@ -206,7 +220,9 @@ class Distiller(keras.Model):
         # Fail at construction, not at the first traced step: run the loss once on zero
         # embeddings of the two models' sizes. Losses comparing coordinates (absolute teacher)
         # reject different sizes; relational ones accept them.
-        t, s = output_dim(self.teacher), output_dim(self.student)
+        t = (self.teacher_cache.dim if self.teacher_cache is not None
+             else output_dim(self.teacher))
+        s = output_dim(self.student)
         if None in (t, s):
             return
         try:
@@ -281,6 +297,9 @@ class Distiller(keras.Model):
         teacher_images, _ = split_views(inputs)
         if not self._needs_teacher:
             return [], None
+        if self.teacher_cache is not None:
+            emb = self.teacher_cache.lookup(0, *cache_keys(inputs, "Distiller"))
+            return [], tf.stop_gradient(emb)
         maps, emb = self._run(self._models.teacher, teacher_images, training=False)
         return [tf.stop_gradient(m) for m in maps], tf.stop_gradient(emb)
 
@@ -385,7 +404,7 @@ class Distiller(keras.Model):
         return {
             "name": self.name,
             "student": keras.saving.serialize_keras_object(self.student),
-            "teacher": self._teacher_source or keras.saving.serialize_keras_object(self.teacher),
+            "teacher": self._teacher_config(),
             "distill_loss": serialize_loss(self._distill_loss_arg),
             "metric_loss": serialize_loss(self._metric_loss_arg),
             "distill_weight": self.distill_weight,
@@ -403,13 +422,23 @@ class Distiller(keras.Model):
             "global_batch": self.global_batch,
         }
 
+    def _teacher_config(self):
+        if self.teacher_cache is not None:
+            if self.teacher_cache.directory is None:
+                raise ValueError("an in-memory TeacherCache cannot be serialized: save() it, or "
+                                 "save the student alone")
+            return {"teacher_cache": self.teacher_cache.directory}
+        return self._teacher_source or keras.saving.serialize_keras_object(self.teacher)
+
     @classmethod
     def from_config(cls, config):
         import tfembed.losses  # noqa: F401,PLC0415  (registers heads and loss classes)
         config = dict(config)
         student = keras.saving.deserialize_keras_object(config.pop("student"))
         teacher = config.pop("teacher")
-        if not isinstance(teacher, str):
+        if isinstance(teacher, Mapping) and "teacher_cache" in teacher:
+            teacher = TeacherCache.load(teacher["teacher_cache"])
+        elif not isinstance(teacher, str):
             teacher = keras.saving.deserialize_keras_object(teacher)
         for key in ("distill_loss", "metric_loss"):
             config[key] = deserialize_loss(config[key])

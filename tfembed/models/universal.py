@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from tfembed.models.embedder import load_embedder
+from tfembed.models.teacher_cache import TeacherCache, cache_keys
 from tfembed.models.train_utils import (
     as_loss_fn,
     deserialize_loss,
@@ -46,11 +47,13 @@ from tfembed.models.train_utils import (
 
 
 def _split_inputs(x):
+    """``(teacher images, student images, domain)``: the student sees ``student_images`` when
+    the batch has them (a cached teacher's evaluation view), else the same images."""
     if isinstance(x, Mapping):
         if "images" not in x:
             raise ValueError(f"multi-domain inputs need an 'images' key, got {sorted(x)}")
-        return x["images"], x.get("domain")
-    return x, None
+        return x["images"], x.get("student_images", x["images"]), x.get("domain")
+    return x, x, None
 
 
 @keras.saving.register_keras_serializable(package="tfembed")
@@ -61,7 +64,9 @@ class UniversalDistiller(keras.Model):
       student: the universal embedder (a ``keras.Model`` mapping images to ``[B, D]``).
       teachers: list indexed by domain id; each a ``.keras`` path, a SavedModel directory, a
         ``keras.Model``, or ``None`` for a domain whose ``domain_losses`` entry replaces
-        distillation. All teachers must output the same dimension (checked here).
+        distillation. All teachers must output the same dimension (checked here). Or a
+        :class:`TeacherCache` of their embeddings: the step then reads the batch's teacher
+        embeddings by ``(example, view)`` instead of running a teacher.
       distill_loss: ``fn(teacher_emb, student_emb) -> scalar``: a registered loss name
         (``"snd"``, ``"rkd"``...), a tfembed Loss object (``SNDLoss(sigma=...)``) or a callable.
       domain_losses: optional ``{domain id or name: loss}``; a label loss
@@ -73,7 +78,9 @@ class UniversalDistiller(keras.Model):
 
     Inputs: ``{"images": [B, H, W, 3], "domain": [B] int}`` with one domain per batch
     (domain-specific or domain-balanced sampling; ``naive`` batches cannot be distilled since a
-    specialist only knows its own domain). ``call`` returns the student's embeddings.
+    specialist only knows its own domain). With a cache the inputs also carry ``"example"`` and
+    ``"view"`` (``training_batches(teacher_views=K)``), and ``"student_images"`` for K = 0.
+    ``call`` returns the student's embeddings.
 
     Logs: ``loss`` (mean over all batches) and ``loss_<domain>`` (mean over that domain's
     batches in the epoch).
@@ -84,6 +91,10 @@ class UniversalDistiller(keras.Model):
                  domain_names: Optional[Sequence[str]] = None, global_batch: bool = True,
                  name="universal_distiller", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.teacher_cache = teachers if isinstance(teachers, TeacherCache) else None
+        if self.teacher_cache is not None:
+            teachers = [None] * self.teacher_cache.num_domains
+            domain_names = domain_names or self.teacher_cache.domain_names
         teachers = list(teachers)
         if not teachers:
             raise ValueError("UniversalDistiller needs at least one teacher (one per domain)")
@@ -103,10 +114,13 @@ class UniversalDistiller(keras.Model):
             self._domain_loss_args[self._domain_index(key)] = loss
         self._domain_fns = {d: as_loss_fn(l) for d, l in self._domain_loss_args.items()}
         for d, teacher in enumerate(self.teachers):
+            if self.teacher_cache is not None:
+                teacher = self.teacher_cache.table(d)
             if teacher is None and d not in self._domain_fns:
                 raise ValueError(f"domain {self.domain_names[d]!r} has neither a teacher nor a "
                                  "domain_losses entry")
-        self.teacher_dim = self._check_teacher_dims()
+        self.teacher_dim = (self.teacher_cache.dim if self.teacher_cache is not None
+                            else self._check_teacher_dims())
         self.global_batch = bool(global_batch)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.domain_trackers = [keras.metrics.Mean(name=f"loss_{n}") for n in self.domain_names]
@@ -161,7 +175,7 @@ class UniversalDistiller(keras.Model):
     # ------------------------------------------------------------------------------ forward
 
     def call(self, inputs, training=False):
-        images, _ = _split_inputs(inputs)
+        _, images, _ = _split_inputs(inputs)
         return self.student(images, training=training)
 
     def _batch_domain(self, domain):
@@ -208,10 +222,14 @@ class UniversalDistiller(keras.Model):
         return tf.switch_case(domain, [branch(d) for d in range(self.num_domains)])
 
     def _teacher_pass(self, x):
-        """``(images, teacher embeddings, domain)`` of a batch; called before any tape opens."""
-        images, domain = _split_inputs(x)
+        """``(student images, teacher embeddings, domain)`` of a batch; before any tape opens."""
+        images, student_images, domain = _split_inputs(x)
         domain = self._batch_domain(domain)
-        return images, self.teacher_embeddings(images, domain), domain
+        if self.teacher_cache is not None:
+            teacher = self.teacher_cache.lookup(domain, *cache_keys(x, "UniversalDistiller"))
+        else:
+            teacher = self.teacher_embeddings(images, domain)
+        return student_images, tf.stop_gradient(teacher), domain
 
     # -------------------------------------------------------------------------- train / test
 
@@ -259,12 +277,13 @@ class UniversalDistiller(keras.Model):
     # ------------------------------------------------------------------------ serialization
 
     def get_config(self):
-        teachers = []
-        for source, teacher in zip(self._teacher_sources, self.teachers):
-            if source is not None or teacher is None:
-                teachers.append(source)
-            else:
-                teachers.append(keras.saving.serialize_keras_object(teacher))
+        if self.teacher_cache is not None:
+            if self.teacher_cache.directory is None:
+                raise ValueError("an in-memory TeacherCache cannot be serialized: save() it, or "
+                                 "save the student alone")
+            teachers = {"teacher_cache": self.teacher_cache.directory}
+        else:
+            teachers = self._get_teacher_configs()
         return {
             "name": self.name,
             "student": keras.saving.serialize_keras_object(self.student),
@@ -276,12 +295,25 @@ class UniversalDistiller(keras.Model):
             "global_batch": self.global_batch,
         }
 
+    def _get_teacher_configs(self):
+        teachers = []
+        for source, teacher in zip(self._teacher_sources, self.teachers):
+            if source is not None or teacher is None:
+                teachers.append(source)
+            else:
+                teachers.append(keras.saving.serialize_keras_object(teacher))
+        return teachers
+
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         student = keras.saving.deserialize_keras_object(config.pop("student"))
-        teachers = [t if t is None or isinstance(t, str) else
-                    keras.saving.deserialize_keras_object(t) for t in config.pop("teachers")]
+        teachers = config.pop("teachers")
+        if isinstance(teachers, Mapping):
+            teachers = TeacherCache.load(teachers["teacher_cache"])
+        else:
+            teachers = [t if t is None or isinstance(t, str) else
+                        keras.saving.deserialize_keras_object(t) for t in teachers]
         distill = deserialize_loss(config.pop("distill_loss"))
         if distill is None:
             raise ValueError("this UniversalDistiller was built with a plain callable loss, "

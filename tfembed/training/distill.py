@@ -48,6 +48,8 @@ from tfembed.training.specialist import (
     eval_sets,
     fit_for_steps,
     make_optimizer,
+    teacher_cache,
+    teacher_cache_views,
 )
 
 #: Embedding-level teacher terms → registered loss names (one per method at most).
@@ -98,6 +100,17 @@ def check_config(config):
     if d.cross_quality not in CROSS_QUALITY:
         raise ValueError(f"distill.cross_quality must be one of {CROSS_QUALITY}, got "
                          f"{d.cross_quality!r}")
+    if teacher_cache_views(config) is not None:
+        # The cache holds teacher embeddings of labelled c×k streams' fixed views only.
+        for method in d.methods:
+            terms, data = parse_method(method)
+            if {"hint", "at"} & set(terms) or data in ("semi", "unlabelled") or \
+                    d.cross_quality != "none":
+                raise ValueError(
+                    f"distill method {method!r} cannot use teacher_cache.mode="
+                    f"{config.teacher_cache.mode!r}: the cache holds teacher embeddings (no "
+                    "feature maps for hint/at) of the labelled stream without a cross-quality "
+                    "view; set teacher_cache.mode=off")
 
 
 def row_name(method):
@@ -210,7 +223,7 @@ def _batches(split, config, labelled=True, start_step=0):
     if labelled:
         return training_batches([split], int(t.classes_per_batch), int(t.images_per_class),
                                 student_view=view, low_resolution_size=int(d.low_resolution_size),
-                                **kw)
+                                teacher_views=teacher_cache_views(config), **kw)
     if view is not None:
         raise ValueError("cross-quality and semi-supervised distillation are not combined")
     return unlabelled_batches(split, int(t.classes_per_batch) * int(t.images_per_class), **kw)
@@ -281,9 +294,14 @@ def train_student(method, domain, teacher, config, run_dir, strategy, teacher_cl
 
     Returns ``(student, recall_history)``.
     """
-    _, data = parse_method(method)
+    terms, data = parse_method(method)
     os.makedirs(run_dir, exist_ok=True)
     num_classes = num_train_classes(domain.train)
+    if {*EMBEDDING_TERMS, "kd"} & set(terms):
+        # Every method of the run on the same data shares one cache (same teacher, stream).
+        split = domain.train if data == "full" else labelled_parts(domain, config)[0]
+        teacher = teacher_cache(config, [teacher], [split], [domain.name], os.path.join(
+            os.path.dirname(run_dir), f"teacher_cache_{data}")) or teacher
     with strategy.scope():
         keras.utils.set_random_seed(int(config.seed))
         student = build_model(config.model, name="student")

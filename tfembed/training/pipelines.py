@@ -38,7 +38,7 @@ from tfembed.evaluation.domains import embed_domains, evaluate_embeddings, evalu
 from tfembed.evaluation.clustering import nmi_f1
 from tfembed.evaluation.report import format_model_table, format_paper_table, write_report
 from tfembed.models import load_embedder
-from tfembed.training.specialist import build_model, train_specialist
+from tfembed.training.specialist import build_model, teacher_cache_views, train_specialist
 from tfembed.training.strategy import get_strategy, precision
 from tfembed.training import cohort as cohort_lib
 from tfembed.training import distill as distill_lib
@@ -61,6 +61,7 @@ def run(config, workdir):
     if name not in PIPELINES:
         raise ValueError(f"recipe {config.recipe!r} names pipeline {name!r}; known pipelines: "
                          f"{', '.join(sorted(PIPELINES))}")
+    teacher_cache_views(config)   # a bad teacher_cache.mode fails before anything trains
     os.makedirs(workdir, exist_ok=True)
     if config.get("strategy") == "multi_worker":
         get_strategy("multi_worker")   # before any op: collectives are set up at start-up

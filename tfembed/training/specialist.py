@@ -21,7 +21,7 @@ from absl import logging
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.data.types import Domain
 from tfembed.losses import GlobalBatchLoss, get_loss
-from tfembed.models import build_embedder
+from tfembed.models import TeacherCache, build_embedder
 from tfembed.training.callbacks import RecallAtKCallback
 from tfembed.training.fault_tolerance import TrainingPreempted, TrainingState, sigterm_checkpoints
 
@@ -75,6 +75,34 @@ def metric_loss(config, name, kwargs=None):
 def checkpoint_every(config):
     """``train.checkpoint_every``: steps between training-state checkpoints (0: each epoch)."""
     return int(config.train.get("checkpoint_every", 0) or 0) or None
+
+
+TEACHER_CACHE_MODES = ("off", "memory", "disk")
+
+
+def teacher_cache_views(config):
+    """``teacher_views`` of the training stream: None when teachers run live."""
+    mode = config.teacher_cache.mode
+    if mode not in TEACHER_CACHE_MODES:
+        raise ValueError(f"teacher_cache.mode must be one of {TEACHER_CACHE_MODES}, got {mode!r}")
+    return None if mode == "off" else int(config.teacher_cache.views)
+
+
+def teacher_cache(config, teachers, splits, names, default_dir):
+    """The recipe's :class:`TeacherCache` of ``teachers`` on ``splits``, or None (mode off).
+
+    The teachers see the training stream's images (``config.model``'s transform); ``disk``
+    reuses a cache under ``teacher_cache.dir`` (default ``default_dir``) that matches.
+    """
+    views = teacher_cache_views(config)
+    if views is None:
+        return None
+    c, m = config.teacher_cache, config.model
+    directory = None if c.mode == "memory" else (c.dir or default_dir)
+    return TeacherCache.load_or_compute(
+        directory, teachers, splits, views, image_size=int(m.image_size),
+        resize_size=int(m.resize_size), flip=bool(config.train.flip), seed=int(config.seed),
+        batch_size=int(config.eval.batch_size), domain_names=names)
 
 
 def eval_sets(domains, offsets, config, multi_domain_input=False, **view):

@@ -35,6 +35,8 @@ from tfembed.training.specialist import (
     fit_for_steps,
     make_optimizer,
     metric_loss,
+    teacher_cache,
+    teacher_cache_views,
 )
 
 #: Short policy names used in method names and report rows → sampling.POLICIES.
@@ -73,14 +75,14 @@ def _optimizer(config):
     return make_optimizer(config.train, learning_rate=config.universal.get("learning_rate"))
 
 
-def _batches(domains, offsets, config, policy, multi_domain, start_step=0):
+def _batches(domains, offsets, config, policy, multi_domain, start_step=0, teacher_views=None):
     m, t = config.model, config.train
     weights = list(config.universal.get("weights") or []) or None
     return training_batches(
         [d.train for d in domains], int(t.classes_per_batch), int(t.images_per_class),
         policy=policy, weights=weights, label_offsets=offsets, image_size=int(m.image_size),
         resize_size=int(m.resize_size), flip=bool(t.flip), seed=int(config.seed),
-        multi_domain=multi_domain, start_step=start_step)
+        multi_domain=multi_domain, teacher_views=teacher_views, start_step=start_step)
 
 
 def _recall_callback(domains, offsets, config):
@@ -148,16 +150,21 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     if policy == "naive":
         raise ValueError("universal.policy 'naive' mixes domains in a batch; a specialist can "
                          "only embed its own domain, so distillation needs ds, bal or weighted")
+    teachers = [None if n in domain_losses else t for n, t in zip(names, teachers)]
+    # One cache for every distilled method of the run (same teachers, same stream).
+    cache = teacher_cache(config, teachers, [d.train for d in domains], names,
+                          os.path.join(os.path.dirname(run_dir), "teacher_cache"))
     with strategy.scope():
         student = build_model(config.model, name=f"universal_{method}")
         distiller = UniversalDistiller(
-            student, [None if n in domain_losses else t for n, t in zip(names, teachers)],
+            student, cache if cache is not None else teachers,
             distill_loss_for(method, config), domain_losses=domain_losses, domain_names=names,
             global_batch=bool(u.get("global_batch", True)), name=f"distiller_{method}")
         distiller.compile(optimizer=_optimizer(config), **compile_kwargs(config))
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
-    fit_for_steps(distiller, functools.partial(_batches, domains, offsets, config, policy, True),
+    fit_for_steps(distiller, functools.partial(_batches, domains, offsets, config, policy, True,
+                                               teacher_views=teacher_cache_views(config)),
                   steps, per_epoch,
                   run_dir, recall, what=f"universal {method} ({policy} sampling)",
                   batch_size=int(config.train.classes_per_batch) *

@@ -1,0 +1,269 @@
+"""TeacherCache: frozen teachers' embeddings computed once, read by example id while training.
+
+A frozen teacher in inference mode is a pure function of its input. When that input is
+deterministic as well — the evaluation transform of each training image, or one of K fixed
+augmented views of it (``training_batches(teacher_views=...)``) — the teacher's embedding of
+every ``(example, view)`` can be computed once, before training, instead of once per step. The
+distillation step then pays for the student alone. The cost moves up front: ``N·max(K, 1)``
+teacher forwards for a split of N images, against ``steps·B`` when the teacher runs live, so the
+cache pays off as soon as training visits each ``(example, view)`` more than once.
+
+The trade: with the cache, the student sees only K augmentations of each image (or, with
+``teacher_views=0``, fresh augmentations while the teacher's target comes from the clean
+evaluation view) instead of a fresh draw at every visit. :class:`UniversalDistiller` and
+:class:`Distiller` take a cache wherever they take live teachers, and with live teachers on the
+same ``teacher_views`` stream they compute the same step (tested).
+
+Storage: one float32 table ``[N_d, V, D]`` per domain (``V = max(K, 1)``), on disk as
+``<dir>/<domain index>.npy`` next to ``meta.json`` (what was cached: views, seed, transform,
+split sizes, a fingerprint of each teacher's weights). A save is written to a temporary
+directory and renamed into place, so an interrupted save leaves no cache behind and the next run
+recomputes it. While training the tables are one tensor in host memory, captured by the
+train step (not a variable: not checkpointed, not copied per replica).
+
+Example:
+
+>>> cache = TeacherCache.load_or_compute("runs/cache", [cub_teacher, cars_teacher],
+...                                      [cub.train, cars.train], teacher_views=4,
+...                                      image_size=224, resize_size=256, seed=0)
+>>> distiller = UniversalDistiller(student, cache, distill_loss=SNDLoss(sigma=0.25))
+>>> distiller.fit(training_batches([cub.train, cars.train], 32, 4, teacher_views=4, seed=0), ...)
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfembed.data.preprocess import _check_teacher_views, teacher_view_dataset
+
+FORMAT = 1
+
+
+def teacher_fingerprint(model) -> str:
+    """SHA-1 of a model's weights: a retrained teacher at the same path is a different teacher."""
+    digest = hashlib.sha1()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def cache_keys(x, who):
+    """``(example, view)`` of a batch for a :class:`TeacherCache` lookup, or a clear error."""
+    if not isinstance(x, Mapping) or "example" not in x or "view" not in x:
+        got = sorted(x) if isinstance(x, Mapping) else "plain images"
+        raise ValueError(f"{who} with a TeacherCache needs batches with 'example' and 'view' "
+                         f"(training_batches(..., teacher_views=K)), got {got}")
+    return x["example"], x["view"]
+
+
+class TeacherCache:
+    """Teacher embeddings per ``(domain, example, view)``, looked up inside the train step.
+
+    Args:
+      tables: one float32 array ``[N_d, V, D]`` per domain, or ``None`` for a domain without a
+        teacher (a label-loss domain of :class:`UniversalDistiller`; its lookups return zeros).
+      teacher_views: the ``teacher_views`` of the training stream the tables match (0: the
+        evaluation transform, one view; K: K fixed augmented views).
+      domain_names: names of the domains (default ``domain0``...).
+      meta: the description written to ``meta.json`` (see :meth:`describe`).
+      directory: where the cache is saved, if it is (what ``get_config`` of a trainer records).
+    """
+
+    def __init__(self, tables: Sequence[Optional[np.ndarray]], teacher_views: int,
+                 domain_names: Optional[Sequence[str]] = None, meta: Optional[dict] = None,
+                 directory: Optional[str] = None):
+        self.teacher_views = _check_teacher_views(teacher_views)
+        self.views = max(self.teacher_views, 1)
+        tables = [None if t is None else np.asarray(t, np.float32) for t in tables]
+        present = [t for t in tables if t is not None]
+        if not present:
+            raise ValueError("a TeacherCache needs at least one domain with a teacher table")
+        dims = {t.shape[-1] for t in present}
+        for d, t in enumerate(tables):
+            if t is not None and (t.ndim != 3 or t.shape[1] != self.views):
+                raise ValueError(f"table {d} has shape {t.shape}; expected [examples, "
+                                 f"{self.views} views, dim]")
+        if len(dims) != 1:
+            raise ValueError(f"the teacher tables have different dimensions {sorted(dims)}; all "
+                             "teachers must output the same dimension")
+        self.dim = dims.pop()
+        self.num_domains = len(tables)
+        self.domain_names = ([str(n) for n in domain_names] if domain_names else
+                             [f"domain{d}" for d in range(self.num_domains)])
+        if len(self.domain_names) != self.num_domains:
+            raise ValueError(f"{len(self.domain_names)} domain_names for {self.num_domains} "
+                             "tables")
+        self.meta = dict(meta or {})
+        self.directory = directory
+        self._tables = tables
+        self.examples = [0 if t is None else len(t) for t in tables]
+        sizes = [n * self.views for n in self.examples]
+        flat = np.concatenate([t.reshape(-1, self.dim) for t in present])
+        # Host memory: a table can be far larger than an accelerator can spare, and a gather of
+        # B rows is cheap to copy. A tensor, not a variable: the train step captures it by
+        # reference, checkpoints do not save it, and a strategy does not copy it per replica.
+        with tf.init_scope(), tf.device("/CPU:0"):
+            self._flat = tf.constant(flat)
+            self._offsets = tf.constant(np.cumsum([0] + sizes)[:-1], tf.int64)
+            self._examples = tf.constant(self.examples, tf.int64)
+            self._present = tf.constant([t is not None for t in tables])
+
+    def table(self, domain: int) -> Optional[np.ndarray]:
+        """The ``[N, V, D]`` embeddings of one domain (None without a teacher)."""
+        return self._tables[domain]
+
+    def lookup(self, domain, example, view):
+        """The cached teacher embeddings ``[B, D]`` float32 of a batch.
+
+        Args:
+          domain: the batch's domain, a scalar or ``[B]`` int.
+          example: ``[B]`` row of each image in its domain's split (``inputs["example"]``).
+          view: ``[B]`` view of each image (``inputs["view"]``).
+        """
+        domain = tf.cast(domain, tf.int64)
+        example = tf.cast(example, tf.int64)
+        view = tf.cast(view, tf.int64)
+        present = tf.gather(self._present, domain)
+        in_range = tf.logical_and(
+            tf.logical_and(example >= 0, example < tf.gather(self._examples, domain)),
+            tf.logical_and(view >= 0, view < self.views))
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.logical_or(tf.logical_not(present), in_range)),
+            ["TeacherCache: an (example, view) outside the cached split; the cache was computed "
+             "for other data (examples per domain, views):", self._examples, self.views])
+        with tf.control_dependencies([check]):
+            rows = tf.gather(self._offsets, domain) + example * self.views + view
+            rows = tf.where(present, rows, tf.zeros_like(rows))
+        emb = tf.gather(self._flat, rows)
+        return emb * tf.cast(present, tf.float32)[..., None]
+
+    # ------------------------------------------------------------------------------ compute
+
+    @staticmethod
+    def describe(teachers, splits, teacher_views, *, image_size, resize_size, flip=True, seed=0,
+                 crop_boxes=False, domain_names=None) -> dict:
+        """What a cache of these teachers and splits holds: the ``meta.json`` it must match."""
+        return {
+            "format": FORMAT,
+            "teacher_views": _check_teacher_views(teacher_views),
+            # The fixed views depend on the seed and the transform; the eval view does not
+            # depend on the seed or flip.
+            "seed": int(seed) if teacher_views else None,
+            "flip": bool(flip) if teacher_views else None,
+            "image_size": int(image_size), "resize_size": int(resize_size),
+            "crop_boxes": bool(crop_boxes),
+            "domains": [{"name": str(domain_names[d]) if domain_names else f"domain{d}",
+                         "examples": len(split),
+                         "teacher": None if t is None else teacher_fingerprint(t)}
+                        for d, (t, split) in enumerate(zip(teachers, splits))],
+        }
+
+    @classmethod
+    def compute(cls, teachers, splits, teacher_views, *, image_size, resize_size, flip=True,
+                seed=0, crop_boxes=False, batch_size=128, domain_names=None, meta=None):
+        """Runs every teacher (inference mode) over every ``(example, view)`` of its split.
+
+        Args:
+          teachers: one frozen embedder per domain (None: no teacher for that domain).
+          splits: the matching training splits (``Split``), the ones the stream samples.
+          teacher_views, image_size, resize_size, flip, seed, crop_boxes: as given to
+            :func:`tfembed.data.training_batches` for the training stream.
+          batch_size: teacher batch size.
+        """
+        if len(teachers) != len(splits):
+            raise ValueError(f"{len(teachers)} teachers for {len(splits)} splits")
+        meta = meta or cls.describe(teachers, splits, teacher_views, image_size=image_size,
+                                    resize_size=resize_size, flip=flip, seed=seed,
+                                    crop_boxes=crop_boxes, domain_names=domain_names)
+        views = max(int(teacher_views), 1)
+        tables = []
+        for d, (teacher, split) in enumerate(zip(teachers, splits)):
+            if teacher is None:
+                tables.append(None)
+                continue
+            ds = teacher_view_dataset(split, teacher_views, batch_size, image_size=image_size,
+                                      resize_size=resize_size, flip=flip, seed=seed,
+                                      crop_boxes=crop_boxes)
+            forward = tf.function(lambda x, t=teacher: tf.cast(t(x, training=False), tf.float32))
+            emb = np.concatenate([forward(batch).numpy() for batch in ds])
+            tables.append(emb.reshape(len(split), views, -1))
+            logging.info("teacher cache: domain %s, %d examples × %d views → %s",
+                         meta["domains"][d]["name"], len(split), views, tables[-1].shape)
+        return cls(tables, teacher_views, [m["name"] for m in meta["domains"]], meta=meta)
+
+    # ------------------------------------------------------------------------------ storage
+
+    def save(self, directory: str) -> str:
+        """Writes the cache atomically (temporary directory, then rename); returns its path."""
+        directory = os.path.abspath(directory)
+        parent = os.path.dirname(directory)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+        try:
+            for d, table in enumerate(self._tables):
+                if table is not None:
+                    np.save(os.path.join(tmp, f"{d}.npy"), table)
+            meta = dict(self.meta, format=FORMAT, teacher_views=self.teacher_views,
+                        domain_names=self.domain_names,
+                        present=[t is not None for t in self._tables])
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump(meta, f, indent=1)
+            old = None
+            if os.path.exists(directory):
+                old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
+                os.rename(directory, os.path.join(old, "cache"))
+            os.rename(tmp, directory)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.directory = directory
+        return directory
+
+    @classmethod
+    def load(cls, directory: str):
+        """The cache saved in ``directory``; a clear error when there is none."""
+        directory = os.path.abspath(directory)
+        meta_path = os.path.join(directory, "meta.json")
+        if not os.path.exists(meta_path):
+            raise FileNotFoundError(f"no teacher cache in {directory} (looked for {meta_path})")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"teacher cache {directory} has format {meta.get('format')}; this "
+                             f"version reads format {FORMAT}")
+        tables = [np.load(os.path.join(directory, f"{d}.npy")) if present else None
+                  for d, present in enumerate(meta["present"])]
+        return cls(tables, meta["teacher_views"], meta["domain_names"], meta=meta,
+                   directory=directory)
+
+    @classmethod
+    def load_or_compute(cls, directory: Optional[str], teachers, splits, teacher_views, **kwargs):
+        """The saved cache when it matches these teachers and splits, else a new one (saved).
+
+        ``directory`` None keeps the cache in memory. A cache on disk that describes other
+        teachers (a different fingerprint), splits or views is recomputed and replaced, and the
+        log says which entry differed.
+        """
+        compute_kw = {k: kwargs.pop(k) for k in ("batch_size",) if k in kwargs}
+        meta = cls.describe(teachers, splits, teacher_views, **kwargs)
+        if directory and os.path.exists(os.path.join(directory, "meta.json")):
+            cache = cls.load(directory)
+            stale = [k for k in meta if cache.meta.get(k) != meta[k]]
+            if not stale:
+                logging.info("teacher cache: reusing %s", directory)
+                return cache
+            logging.warning("teacher cache %s was computed for different %s; recomputing",
+                            directory, ", ".join(stale))
+        cache = cls.compute(teachers, splits, teacher_views, meta=meta, **kwargs, **compute_kw)
+        if directory:
+            cache.save(directory)
+        return cache
