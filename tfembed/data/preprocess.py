@@ -154,7 +154,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
         raise ValueError(f"views must be >= 1 and cannot be combined with student_view, got "
                          f"views={views!r}, student_view={student_view!r}")
     if teacher_views is not None:
-        teacher_views = _check_teacher_views(teacher_views)
+        teacher_views = check_teacher_views(teacher_views)
         if student_view is not None or views is not None or pairs is not None:
             raise ValueError("teacher_views (a cached teacher's fixed inputs) cannot be combined "
                              "with student_view, views or pairs")
@@ -225,7 +225,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
     return ds.map(lambda x, d, y: _format(x, d, y, multi_domain)).prefetch(AUTOTUNE)
 
 
-def _check_teacher_views(teacher_views):
+def check_teacher_views(teacher_views):
     if isinstance(teacher_views, bool) or int(teacher_views) != teacher_views or teacher_views < 0:
         raise ValueError(f"teacher_views must be an int >= 0 (0: the evaluation transform, K: K "
                          f"fixed augmented views), got {teacher_views!r}")
@@ -252,7 +252,7 @@ def teacher_view_dataset(split: Split, teacher_views: int, batch_size=128, *,
     example (the same pixels :func:`training_batches` shows for ``(example, view)``), or ``0``
     for one evaluation-transform view. Yields image batches only.
     """
-    teacher_views = _check_teacher_views(teacher_views)
+    teacher_views = check_teacher_views(teacher_views)
     per_example = max(teacher_views, 1)
     load = make_loader(split)
     boxes = _boxes_tensor([split]) if crop_boxes else None

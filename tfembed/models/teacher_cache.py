@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfembed.data.preprocess import _check_teacher_views, teacher_view_dataset
+from tfembed.data.preprocess import check_teacher_views, teacher_view_dataset
 
 FORMAT = 1
 
@@ -79,7 +79,7 @@ class TeacherCache:
     def __init__(self, tables: Sequence[Optional[np.ndarray]], teacher_views: int,
                  domain_names: Optional[Sequence[str]] = None, meta: Optional[dict] = None,
                  directory: Optional[str] = None):
-        self.teacher_views = _check_teacher_views(teacher_views)
+        self.teacher_views = check_teacher_views(teacher_views)
         self.views = max(self.teacher_views, 1)
         tables = [None if t is None else np.asarray(t, np.float32) for t in tables]
         present = [t for t in tables if t is not None]
@@ -152,7 +152,7 @@ class TeacherCache:
         """What a cache of these teachers and splits holds: the ``meta.json`` it must match."""
         return {
             "format": FORMAT,
-            "teacher_views": _check_teacher_views(teacher_views),
+            "teacher_views": check_teacher_views(teacher_views),
             # The fixed views depend on the seed and the transform; the eval view does not
             # depend on the seed or flip.
             "seed": int(seed) if teacher_views else None,
