@@ -142,6 +142,11 @@ class TeacherCache:
             rows = tf.gather(self._offsets, domain) + example * self.views + view
             rows = tf.where(present, rows, tf.zeros_like(rows))
         emb = tf.gather(self._flat, rows)
+        # XLA drops the Assert and clamps the gather: make such rows NaN, so the loss turns
+        # non-finite and the run stops naming the step, instead of training on another
+        # example's target.
+        bad = tf.logical_and(present, tf.logical_not(in_range))
+        emb = tf.where(bad[..., None], tf.constant(float("nan")), emb)
         return emb * tf.cast(present, tf.float32)[..., None]
 
     # ------------------------------------------------------------------------------ compute
