@@ -118,7 +118,10 @@ def gather_replicas(*tensors):
 
 
 def _gather(ctx, tensor):
-    gathered = ctx.all_gather(tensor, axis=0)
+    # A step's input (labels straight from the iterator) has no device; under
+    # MultiWorkerMirroredStrategy all_gather needs one (else "destinations can not be empty").
+    # The identity is placed on this replica's device.
+    gathered = ctx.all_gather(tf.identity(tensor), axis=0)
     # all_gather forgets the static batch size; losses that need it (soft DarkRank enumerates
     # permutations at trace time) get it back when every replica's slice has a static size.
     if tensor.shape.rank and tensor.shape[0] is not None:

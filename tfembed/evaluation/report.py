@@ -208,6 +208,24 @@ def atomic_write(path, write_fn, mode: str = "w") -> None:
         raise
 
 
+def atomic_save(model, path) -> None:
+    """``model.save(path)`` completely or not at all (a ``.keras`` file): the model is saved to
+    a temporary file in the same directory, then renamed over ``path``. An interrupted save
+    leaves the previous file, and workers of a multi-worker run saving the same model at once
+    cannot interleave their bytes."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bool = True) -> str:
     """Writes ``<workdir>/report.json`` = ``{"recipe", "config", "rows"}`` atomically.
 

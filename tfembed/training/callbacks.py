@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfembed.evaluation.report import atomic_save
 from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 
 
@@ -162,4 +163,4 @@ class SaveStudent(keras.callbacks.Callback):
         self.path = path
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.student.save(self.path)
+        atomic_save(self.model.student, self.path)

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import training_batches
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
 from tfembed.models import Distiller, build_embedder
@@ -208,7 +209,7 @@ def train_cohort(method, domain, config, run_dir, num_classes, pretrained=None):
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
                   checkpoint_every=checkpoint_every(config))
     for l, member in enumerate(cohort.members):
-        member.save(os.path.join(run_dir, f"member{l}.keras"))
+        atomic_save(member, os.path.join(run_dir, f"member{l}.keras"))
     return cohort
 
 
@@ -236,6 +237,6 @@ def distill_rkd(cohort, domain, config, run_dir, strategy):
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
                   checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")),
                   checkpoint_every=checkpoint_every(config))
-    student.save(os.path.join(run_dir, "model.keras"))
+    atomic_save(student, os.path.join(run_dir, "model.keras"))
     logging.info("distilled %s into %s", cohort.name, student.name)
     return student

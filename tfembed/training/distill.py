@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import (
     eval_dataset,
     split_labelled,
@@ -318,5 +319,5 @@ def train_student(method, domain, teacher, config, run_dir, strategy, teacher_cl
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
                   checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")),
                   checkpoint_every=checkpoint_every(config))
-    distiller.student.save(os.path.join(run_dir, "model.keras"))
+    atomic_save(distiller.student, os.path.join(run_dir, "model.keras"))
     return distiller.student, recall.history

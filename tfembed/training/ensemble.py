@@ -25,6 +25,7 @@ import re
 import numpy as np
 from absl import logging
 
+from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.evaluation import ensemble_diagnostics as ens_diag
 from tfembed.evaluation.diagnostics import write_diagnostics_index
@@ -137,7 +138,7 @@ def train_ensemble(method, domain, config, run_dir, strategy):
                   int(config.train.steps), int(config.train.steps_per_epoch), run_dir,
                   recall, what=f"{method} on {domain.name}", batch_size=batch_size(config),
                   checkpoint_every=checkpoint_every(config))
-    model.save(os.path.join(run_dir, "model.keras"))
+    atomic_save(model, os.path.join(run_dir, "model.keras"))
     return model, recall.history
 
 

@@ -43,6 +43,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tfembed.training.strategy import worker_role
+
 
 class NonFiniteLossError(RuntimeError):
     """A training step produced a NaN or infinite loss."""
@@ -56,19 +58,6 @@ class TrainingPreempted(RuntimeError):
                          f"in {directory}: rerun the same command to resume")
         self.step = step
         self.directory = directory
-
-
-def _worker(strategy):
-    """``(is_chief, task_id)`` of this process under ``strategy``."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    task_id = getattr(resolver, "task_id", None) or 0
-    if task_type is None:
-        return True, 0
-    # A cluster with a "chief" task: only it is the chief; else worker 0 is.
-    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in
-                                        resolver.cluster_spec().as_dict())
-    return is_chief, task_id
 
 
 class TrainingState(keras.callbacks.Callback):
@@ -130,7 +119,9 @@ class TrainingState(keras.callbacks.Callback):
         (0 when there is none)."""
         self._step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self._checkpoint = tf.train.Checkpoint(step=self._step, **self._objects(model))
-        self._is_chief, self._task_id = _worker(tf.distribute.get_strategy())
+        # The model's strategy: restore runs outside the strategy scope, where
+        # get_strategy() is the default one and every worker would think itself the chief.
+        self._is_chief, self._task_id = worker_role(model.distribute_strategy)
         latest = tf.train.latest_checkpoint(self.directory)
         if latest is None:
             self.step = 0

@@ -39,7 +39,7 @@ from tfembed.evaluation.clustering import nmi_f1
 from tfembed.evaluation.report import format_model_table, format_paper_table, write_report
 from tfembed.models import load_embedder
 from tfembed.training.specialist import build_model, teacher_cache_views, train_specialist
-from tfembed.training.strategy import get_strategy, precision
+from tfembed.training.strategy import barrier, get_strategy, precision, worker_role
 from tfembed.training import cohort as cohort_lib
 from tfembed.training import distill as distill_lib
 from tfembed.training import ensemble as ensemble_lib
@@ -71,6 +71,7 @@ def run(config, workdir):
     start = time.time()
     with precision(config.get("precision", "float32")):
         rows = PIPELINES[name](config, workdir)
+    barrier(get_strategy(config.get("strategy", "default")))   # workers leave together
     logging.info("recipe %s finished in %.1f s", config.recipe, time.time() - start)
     return rows
 
@@ -124,6 +125,8 @@ def export_models(config, workdir, named_models):
     """Exports each ``(name, model)`` as a SavedModel under the recipe's export root."""
     if not config.export.enabled:
         return []
+    if not worker_role(get_strategy(config.get("strategy", "default")))[0]:
+        return []   # multi-worker: the chief exports (every worker would add a version)
     root = config.export.root or os.path.join(workdir, "saved_models")
     size = int(config.model.image_size)
     resize = int(config.model.resize_size)

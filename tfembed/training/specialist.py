@@ -18,12 +18,14 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.data.types import Domain
 from tfembed.losses import GlobalBatchLoss, get_loss
 from tfembed.models import TeacherCache, build_embedder
 from tfembed.training.callbacks import RecallAtKCallback
 from tfembed.training.fault_tolerance import TrainingPreempted, TrainingState, sigterm_checkpoints
+from tfembed.training.strategy import fit_under_multi_worker
 
 
 def build_model(model_cfg, name=None):
@@ -174,7 +176,7 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
                   what=f"{model.name} on {domain.name}",
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
                   checkpoint_every=checkpoint_every(config))
-    model.save(os.path.join(run_dir, "model.keras"))
+    atomic_save(model, os.path.join(run_dir, "model.keras"))
     return model, recall.history
 
 
@@ -213,6 +215,7 @@ def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback,
         logging.info("%s: already trained (%d steps, state in %s)", what, total, state.directory)
         return
     make = data if callable(data) else (lambda start_step: data.skip(start_step))
+    fit_under_multi_worker(model)   # Keras 3's fit fails there otherwise (keras#20585)
     callbacks = [state] + standard_callbacks(run_dir, recall_callback, checkpoint)
     logging.info("training %s: %d steps of %d images%s", what, total, batch_size,
                  f" (resuming at step {start})" if start else "")

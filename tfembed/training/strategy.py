@@ -76,6 +76,33 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
     return strategy
 
 
+def worker_role(strategy=None):
+    """``(is_chief, task_id)`` of this process (``(True, 0)`` outside a multi-worker cluster).
+
+    A cluster with a ``chief`` task has it as the chief; otherwise worker 0 is.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", None) or 0
+    if task_type is None:
+        return True, 0
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in
+                                        resolver.cluster_spec().as_dict())
+    return is_chief, task_id
+
+
+def barrier(strategy):
+    """Under MultiWorkerMirroredStrategy, returns once every worker has reached it.
+
+    Workers do unequal work at the end of a run (only the chief exports); one that exits first
+    is reported as crashed by the others' coordination service. Elsewhere a no-op.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        ones = strategy.run(lambda: tf.constant(1.0))
+        strategy.reduce("SUM", ones, axis=None).numpy()
+
+
 @contextlib.contextmanager
 def precision(name: str = "float32"):
     """Within the block, Keras' global dtype policy is ``name`` (restored afterwards)."""
@@ -87,3 +114,63 @@ def precision(name: str = "float32"):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _local_value(strategy, value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def fit_under_multi_worker(model):
+    """Makes ``model.fit`` run under MultiWorkerMirroredStrategy (a no-op under any other).
+
+    Keras 3's TF trainer fails there in two places (keras-team/keras#20585,
+    tensorflow/tensorflow#72388):
+
+    * ``fit`` builds the model symbolically from the first batch, which it first reduces across
+      workers with ``strategy.reduce``; a per-worker batch is not a reducible value. Here the
+      model is built from this worker's local batch (only shapes and dtypes are used).
+    * the train function reduces every log with ``strategy.reduce("MEAN", v, axis=0)``, which
+      fails on scalar logs. tfembed's train steps log scalars that are the same on every
+      replica (losses on the gathered batch, metrics), so the replacement train function
+      averages them with ``axis=None``; it runs one step per call (``steps_per_execution`` 1,
+      what tfembed uses).
+
+    Both are set on this model instance only, so nothing changes for other models or
+    strategies; ``tests/test_multi_worker.py`` runs two workers on loopback ports through it.
+    """
+    strategy = model.distribute_strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    if getattr(model, "steps_per_execution", 1) != 1:
+        raise ValueError("under strategy=multi_worker tfembed runs one step per execution; "
+                         "compile with steps_per_execution=1")
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = next(batches)
+                break
+        data_batch = tf.nest.map_structure(lambda v: _local_value(strategy, v), data_batch)
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)   # pylint: disable=protected-access
+
+    def make_train_function(force=False):
+        if model.train_function is not None and not force:
+            return model.train_function
+
+        @tf.function(reduce_retracing=True, jit_compile=model.jit_compile)
+        def one_step(data):
+            logs = strategy.run(model.train_step, args=(data,))
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
+
+        def train_function(iterator):
+            return one_step(next(iterator))
+
+        model.train_function = train_function
+        return train_function
+
+    model._maybe_symbolic_build = maybe_symbolic_build   # pylint: disable=protected-access
+    model.make_train_function = make_train_function
+    return model

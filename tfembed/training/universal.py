@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import training_batches
 from tfembed.evaluation.domains import embed_split
 from tfembed.losses import get_loss
@@ -113,7 +114,7 @@ def train_fused(method, domains, offsets, config, run_dir, strategy):
                   per_epoch, run_dir, recall, what=f"baseline {method}",
                   batch_size=int(config.train.classes_per_batch) *
                   int(config.train.images_per_class), checkpoint_every=checkpoint_every(config))
-    model.save(os.path.join(run_dir, "model.keras"))
+    atomic_save(model, os.path.join(run_dir, "model.keras"))
     return model, recall.history
 
 
@@ -171,7 +172,7 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
                   int(config.train.images_per_class),
                   checkpoint=SaveStudent(os.path.join(run_dir, "checkpoint.keras")),
                   checkpoint_every=checkpoint_every(config))
-    student.save(os.path.join(run_dir, "model.keras"))
+    atomic_save(student, os.path.join(run_dir, "model.keras"))
     return student, recall.history
 
 
