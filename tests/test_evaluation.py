@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import keras
 import numpy as np
@@ -479,3 +480,31 @@ def test_callback_under_two_replica_strategy(rng, two_replica_strategy):
     want = recall_at_k(model.predict(x, verbose=0), y, (1, 4))
     assert hist.history["val_toy_recall@4"][-1] == pytest.approx(want[4])
     assert math.isfinite(cb.history[-1]["val_toy_recall@1"])
+
+
+def test_atomic_save_keeps_the_previous_file_when_a_save_fails(tmp_path):
+    import keras
+
+    from tfembed.evaluation.report import atomic_save
+
+    def tiny(value):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.set_weights([np.full((2, 1), value, np.float32), np.zeros(1, np.float32)])
+        return model
+
+    path = tmp_path / "model.keras"
+    atomic_save(tiny(1.0), path)
+
+    class Broken:
+        def save(self, filepath):
+            open(filepath, "wb").write(b"half a zip")   # written, then the save dies
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save(Broken(), path)
+    assert os.listdir(tmp_path) == ["model.keras"]          # no temporary left behind
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.get_weights()[0], np.full((2, 1), 1.0))
+    atomic_save(tiny(2.0), path)
+    np.testing.assert_array_equal(keras.saving.load_model(path).get_weights()[0],
+                                  np.full((2, 1), 2.0))
