@@ -126,7 +126,7 @@ def test_only_the_chief_exports(monkeypatch, tmp_path):
     config = ml_collections.ConfigDict(dict(
         strategy="default", export=dict(enabled=True, root=""),
         model=dict(image_size=8, resize_size=8)))
-    monkeypatch.setattr(pipelines, "worker_role", lambda strategy: (False, 1))
+    monkeypatch.setattr(pipelines, "worker_role", lambda: (False, 1))
     monkeypatch.setattr(pipelines.export_lib, "export_model",
                         lambda *a, **k: pytest.fail("a non-chief worker exported"))
     assert pipelines.export_models(config, str(tmp_path), [("m", object())]) == []

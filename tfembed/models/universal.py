@@ -232,7 +232,7 @@ class UniversalDistiller(keras.Model):
             teacher = self.teacher_cache.lookup(domain, *cache_keys(x, "UniversalDistiller"))
         else:
             teacher = self.teacher_embeddings(images, domain)
-        return student_images, tf.stop_gradient(teacher), domain
+        return student_images, teacher, domain
 
     # -------------------------------------------------------------------------- train / test
 

@@ -23,8 +23,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import training_batches
+from tfembed.evaluation.report import atomic_save
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
 from tfembed.models import Distiller, build_embedder
 from tfembed.models.mutual_learning import MutualLearningCohort

@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import (
     eval_dataset,
     split_labelled,
@@ -39,6 +38,7 @@ from tfembed.data.preprocess import (
     unlabelled_batches,
 )
 from tfembed.data.types import Domain
+from tfembed.evaluation.report import atomic_save
 from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss
 from tfembed.models.distiller import Distiller
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent

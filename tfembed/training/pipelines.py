@@ -71,7 +71,7 @@ def run(config, workdir):
     start = time.time()
     with precision(config.get("precision", "float32")):
         rows = PIPELINES[name](config, workdir)
-    barrier(get_strategy(config.get("strategy", "default")))   # workers leave together
+    barrier()   # multi-worker: the workers leave together
     logging.info("recipe %s finished in %.1f s", config.recipe, time.time() - start)
     return rows
 
@@ -125,7 +125,7 @@ def export_models(config, workdir, named_models):
     """Exports each ``(name, model)`` as a SavedModel under the recipe's export root."""
     if not config.export.enabled:
         return []
-    if not worker_role(get_strategy(config.get("strategy", "default")))[0]:
+    if not worker_role()[0]:
         return []   # multi-worker: the chief exports (every worker would add a version)
     root = config.export.root or os.path.join(workdir, "saved_models")
     size = int(config.model.image_size)

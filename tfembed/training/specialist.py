@@ -18,9 +18,9 @@ import keras
 import numpy as np
 from absl import logging
 
-from tfembed.evaluation.report import atomic_save
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.data.types import Domain
+from tfembed.evaluation.report import atomic_save
 from tfembed.losses import GlobalBatchLoss, get_loss
 from tfembed.models import TeacherCache, build_embedder
 from tfembed.training.callbacks import RecallAtKCallback

@@ -79,9 +79,11 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
 def worker_role(strategy=None):
     """``(is_chief, task_id)`` of this process (``(True, 0)`` outside a multi-worker cluster).
 
-    A cluster with a ``chief`` task has it as the chief; otherwise worker 0 is.
+    ``strategy`` defaults to the run's MultiWorkerMirroredStrategy when one was created. A
+    cluster with a ``chief`` task has it as the chief; otherwise worker 0 is.
     """
-    strategy = strategy or tf.distribute.get_strategy()
+    if strategy is None:
+        strategy = _MULTI_WORKER[0] if _MULTI_WORKER else tf.distribute.get_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
     task_type = getattr(resolver, "task_type", None)
     task_id = getattr(resolver, "task_id", None) or 0
@@ -92,13 +94,14 @@ def worker_role(strategy=None):
     return is_chief, task_id
 
 
-def barrier(strategy):
-    """Under MultiWorkerMirroredStrategy, returns once every worker has reached it.
+def barrier():
+    """Under strategy=multi_worker, returns once every worker has reached it (else a no-op).
 
     Workers do unequal work at the end of a run (only the chief exports); one that exits first
-    is reported as crashed by the others' coordination service. Elsewhere a no-op.
+    is reported as crashed by the others' coordination service.
     """
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if _MULTI_WORKER:
+        strategy = _MULTI_WORKER[0]
         ones = strategy.run(lambda: tf.constant(1.0))
         strategy.reduce("SUM", ones, axis=None).numpy()
 
