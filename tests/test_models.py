@@ -228,11 +228,12 @@ def test_saved_model_loading(tmp_path, rng):
     assert load_embedder(model) is model
 
 
-def test_imagenet_weights_rejected_for_own_resnets():
-    for name in ("resnet18", "resnet34"):
-        message = f"No ImageNet weights are bundled for backbone '{name}'"
-        with pytest.raises(ValueError, match=message):
-            build_embedder(name, input_shape=DEFAULT_SHAPE, weights="imagenet")
+def test_imagenet_weights_rejected_where_no_source_exists():
+    # ResNet-18/34 resolve "imagenet" through KerasHub (tests/test_models_hub.py); the demo CNN
+    # has no pretrained source at all.
+    with pytest.raises(ValueError, match="No ImageNet weights are bundled for backbone "
+                                         "'small_cnn'"):
+        build_embedder("small_cnn", input_shape=(32, 32, 3), weights="imagenet")
     with pytest.raises(ValueError, match="not found"):
         build_embedder("small_cnn", input_shape=(32, 32, 3), weights="/nonexistent.weights.h5")
 

@@ -13,10 +13,16 @@ Each entry carries a static :class:`BackboneSpec`: the preprocessing mode its we
 the default branching point for attention ensembles. The spec is static (known before building)
 because the embedder needs the preprocessing mode before it builds the backbone.
 
-``weights`` is ``None`` (random initialisation), ``"imagenet"`` (keras.applications entries only;
-downloads when online) or the path of a local weights file holding the weights of the *backbone
-alone* — e.g. saved with ``backbone_model(name, ...).save_weights("bb.weights.h5")``, or the
-``*_notop.h5`` files keras.applications downloads.
+``weights`` is ``None`` (random initialisation), ``"imagenet"``, a KerasHub preset, or the path
+of a local weights file holding the weights of the *backbone alone* — e.g. saved with
+``backbone_model(name, ...).save_weights("bb.weights.h5")``, or the ``*_notop.h5`` files
+keras.applications downloads. ``"imagenet"`` is keras.applications' download for the entries it
+has, and a KerasHub preset for ResNet-18/34 (``tfembed.models.hub.IMAGENET_PRESETS``); ResNet-18/34
+also take any KerasHub preset of the same architecture (``"resnet_18_imagenet"``,
+``"hf://timm/resnet18.a1_in1k"``, a local preset directory). ``"hub:<preset>"`` names any KerasHub
+image backbone (see :mod:`tfembed.models.hub`); its ``weights`` is ``"imagenet"`` (the preset's
+weights) or None. Nothing downloads unless weights are asked for and not available locally
+(``$TFEMBED_PRESETS``, see :mod:`tfembed.models.hub`).
 """
 
 import dataclasses
@@ -24,6 +30,8 @@ import os
 
 import keras
 import tensorflow as tf
+
+from tfembed.models import hub
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +57,8 @@ class BackboneSpec:
     default_branch: str
     blocks: str = r"stage\d+_out"
     min_size: int = 32
+    #: extra arguments of the ``Preprocess`` layer (``scale``/``offset`` of mode "affine").
+    preprocess_kwargs: dict = dataclasses.field(default_factory=dict)
 
     def layer_name(self, alias_or_name):
         """A stage alias resolved to its layer name; any other string is returned unchanged."""
@@ -85,6 +95,8 @@ def register_backbone(name, spec):
 
 
 def _entry(name):
+    if isinstance(name, str) and name.startswith(hub.HUB_PREFIX) and name not in BACKBONES:
+        _register_hub(name)
     try:
         return BACKBONES[name]
     except KeyError:
@@ -123,17 +135,19 @@ def backbone_model(name, input_shape=(224, 224, 3), weights=None, **kwargs):
 # --------------------------------------------------------------------------------------------
 # helpers
 
-def _check_weights(name, weights, imagenet_available):
-    """Validates ``weights``: None, "imagenet" (if available for the entry) or an existing path."""
+def _check_weights(name, weights, imagenet_available, preset_ok=False):
+    """Validates ``weights``: None, "imagenet" (if available for the entry), a KerasHub preset
+    (if ``preset_ok``) or an existing path."""
     if weights is None:
         return None
     if isinstance(weights, os.PathLike):
         weights = os.fspath(weights)
     if not isinstance(weights, str):
-        raise TypeError(f"weights for backbone {name!r} must be None, 'imagenet' or a file path; "
+        raise TypeError(f"weights for backbone {name!r} must be None, 'imagenet', a KerasHub "
+                        f"preset or a file path; "
                         f"got {type(weights).__name__}")
-    if weights == "imagenet":
-        if imagenet_available:
+    if weights == "imagenet" or (preset_ok and hub.is_preset(weights)):
+        if imagenet_available or preset_ok:
             return weights
         raise ValueError(
             f"No ImageNet weights are bundled for backbone {name!r} (keras.applications has none "
@@ -276,7 +290,7 @@ def _basic_block(x, filters, stride, prefix, out_name):
 
 
 def _basic_resnet(x, name, blocks, weights):
-    weights = _check_weights(name, weights, imagenet_available=False)
+    weights = _check_weights(name, weights, imagenet_available=False, preset_ok=True)
     y = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     y = keras.layers.Conv2D(64, 7, strides=2, use_bias=False, kernel_initializer="he_normal",
                             name="conv1_conv")(y)
@@ -289,7 +303,11 @@ def _basic_resnet(x, name, blocks, weights):
             stride = 2 if (b == 1 and s > 1) else 1
             out_name = f"stage{s}_out" if b == n else f"stage{s}_block{b}_out"
             y = _basic_block(y, filters, stride, f"stage{s}_block{b}", out_name)
-    if weights is not None:
+    if weights == "imagenet" or hub.is_preset(weights):
+        preset = hub.IMAGENET_PRESETS[name] if weights == "imagenet" else weights
+        sources = keras.utils.get_source_inputs(x)
+        hub.load_resnet_preset(name, preset, keras.Model(sources, y), blocks)
+    elif weights is not None:
         _load_backbone_weights(x, y, weights)
     return y
 
@@ -303,14 +321,22 @@ _OWN_BLOCKS = r"stage\d(_block\d+)?_out"
 @register_backbone("resnet18", {"preprocess": "torch", "stages": dict(_OWN_STAGES),
                                 "default_branch": "stage2_out", "blocks": _OWN_BLOCKS})
 def _resnet18(x, weights=None):
-    """ResNet-18 (basic blocks [2, 2, 2, 2]); 11,176,512 trainable parameters without fc."""
+    """ResNet-18 (basic blocks [2, 2, 2, 2]); 11,176,512 trainable parameters without fc.
+
+    ``weights="imagenet"``: torchvision's ImageNet weights through KerasHub
+    (``hf://timm/resnet18.tv_in1k``); see :mod:`tfembed.models.hub`.
+    """
     return _basic_resnet(x, "resnet18", (2, 2, 2, 2), weights)
 
 
 @register_backbone("resnet34", {"preprocess": "torch", "stages": dict(_OWN_STAGES),
                                 "default_branch": "stage2_out", "blocks": _OWN_BLOCKS})
 def _resnet34(x, weights=None):
-    """ResNet-34 (basic blocks [3, 4, 6, 3]); 21,284,672 trainable parameters without fc."""
+    """ResNet-34 (basic blocks [3, 4, 6, 3]); 21,284,672 trainable parameters without fc.
+
+    ``weights="imagenet"``: torchvision's ImageNet weights through KerasHub
+    (``hf://timm/resnet34.tv_in1k``); see :mod:`tfembed.models.hub`.
+    """
     return _basic_resnet(x, "resnet34", (3, 4, 6, 3), weights)
 
 
@@ -338,3 +364,37 @@ def _small_cnn(x, weights=None, width=1.0, convs_per_stage=2):
     if weights is not None:
         _load_backbone_weights(x, y, weights)
     return y
+
+
+# --------------------------------------------------------------------------------------------
+# KerasHub image backbones: "hub:<preset>"
+
+# Pyramid levels become layers stage<i>_out (tfembed.models.hub.build_hub_backbone); which exist
+# depends on the architecture, so every alias is declared and feature_model names the missing.
+_HUB_STAGES = {f"stage{s}": f"stage{s}_out" for s in range(0, 6)}
+
+
+def hub_spec(name, preprocess_kwargs=None):
+    """The spec of ``hub:<preset>``: normalisation from the preset (``affine``) when known."""
+    kwargs = dict(preprocess_kwargs or {})
+    return BackboneSpec(name=name, preprocess="affine" if kwargs else "unit",
+                        stages=dict(_HUB_STAGES), default_branch="stage2_out",
+                        blocks=r"stage\d+_out", preprocess_kwargs=kwargs)
+
+
+def _register_hub(name):
+    handle = hub.preset_of(name)
+    norm = hub.preset_normalisation(handle)
+    kwargs = {} if norm is None else {"scale": norm[0], "offset": norm[1]}
+
+    def build(x, weights=None):
+        if weights not in (None, "imagenet", True) and not isinstance(weights, str):
+            raise TypeError(f"weights for backbone {name!r} must be None or 'imagenet'")
+        if isinstance(weights, str) and weights not in ("imagenet",) and weights:
+            features = hub.build_hub_backbone(x, handle, weights=None)
+            _check_weights(name, weights, imagenet_available=False)
+            _load_backbone_weights(x, features, weights)
+            return features
+        return hub.build_hub_backbone(x, handle, weights=weights)
+
+    BACKBONES[name] = BackboneEntry(build=build, spec=hub_spec(name, kwargs))

@@ -19,7 +19,8 @@ import os
 import keras
 import tensorflow as tf
 
-from tfembed.models.backbones import BACKBONES, backbone_spec, build_backbone
+from tfembed.models.backbones import BACKBONES, backbone_spec, build_backbone, hub_spec
+from tfembed.models.hub import HUB_PREFIX, local_name
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
 
 _POOLINGS = ("avg", "max", "gem")
@@ -41,11 +42,12 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
 
     Args:
       backbone: registry name (``tfembed.models.BACKBONES``), e.g. ``"resnet50"``,
-        ``"resnet18"``, ``"mobilenet"``, ``"small_cnn"``.
+        ``"resnet18"``, ``"mobilenet"``, ``"small_cnn"``, or ``"hub:<KerasHub preset>"``.
       embedding_dim: size of the embedding.
       input_shape: ``(H, W, C)`` of the float pixels (0..255, RGB) the model takes.
-      weights: backbone weights: ``None``, ``"imagenet"`` (keras.applications backbones) or a
-        local weights file of the backbone alone (see ``tfembed.models.backbone_model``).
+      weights: backbone weights: ``None``, ``"imagenet"``, a KerasHub preset (ResNet-18/34) or a
+        local weights file of the backbone alone (see ``tfembed.models.backbone_model`` and
+        the ``backbones`` module docstring).
       pooling: ``"avg"``, ``"max"`` or ``"gem"`` global pooling.
       name: model name; default ``"embedder_<backbone>"``.
       **kwargs: passed to the backbone (``alpha`` for mobilenet, ``width`` for small_cnn, …).
@@ -56,12 +58,20 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
     """
     spec = backbone_spec(backbone)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = Preprocess(spec.preprocess, backbone=backbone, name="preprocess")(inputs)
+    x = Preprocess(spec.preprocess, backbone=backbone, name="preprocess",
+                   **spec.preprocess_kwargs)(inputs)
     features, _ = build_backbone(backbone, x, weights=weights, **kwargs)
     pooled = _pooling_layer(pooling)(features)
     dense = keras.layers.Dense(embedding_dim, dtype="float32", name="embedding_dense")(pooled)
     outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_norm")(dense)
-    return keras.Model(inputs, outputs, name=name or f"embedder_{backbone}")
+    return keras.Model(inputs, outputs, name=name or f"embedder_{_safe_name(backbone)}")
+
+
+def _safe_name(backbone):
+    """A registry name usable in a model name (``hub:<path or handle>`` holds ``/`` and ``:``)."""
+    if backbone.startswith(HUB_PREFIX):
+        backbone = "hub_" + local_name(backbone[len(HUB_PREFIX):])
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in backbone)
 
 
 def backbone_spec_of(embedder):
@@ -75,6 +85,10 @@ def backbone_spec_of(embedder):
     for layer in getattr(embedder, "layers", []):
         if isinstance(layer, Preprocess) and layer.backbone in BACKBONES:
             return BACKBONES[layer.backbone].spec
+        if isinstance(layer, Preprocess) and str(layer.backbone).startswith(HUB_PREFIX):
+            # A loaded hub embedder: its stage layers are in the model; the preset is not
+            # needed (nor downloaded) to resolve aliases.
+            return hub_spec(layer.backbone)
     name = getattr(embedder, "name", "") or ""
     if name.startswith("embedder_") and name[len("embedder_"):] in BACKBONES:
         return BACKBONES[name[len("embedder_"):]].spec
@@ -198,6 +212,10 @@ def load_embedder(path, compile=False):
         base = "_".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]  # <name>/<version>/
         return keras.Model(inputs, outputs, name=f"saved_model_{base}")
     if path.endswith((".keras", ".h5")) and tf.io.gfile.exists(path):
+        try:  # registers KerasHub's layer classes, which a "hub:" embedder nests
+            import keras_hub  # noqa: F401
+        except ImportError:  # pragma: no cover - keras-hub is a dependency
+            pass
         if compile:
             import tfembed.losses  # noqa: F401  (registers the loss classes)
         return keras.models.load_model(path, compile=compile)

@@ -14,8 +14,11 @@ from keras import ops
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 _TORCH_STD_RGB = (0.229, 0.224, 0.225)
+# The "torch" normalisation as x * scale + offset on 0..255 pixels (how KerasHub presets state it).
+TORCH_SCALE = tuple(1.0 / 255.0 / s for s in _TORCH_STD_RGB)
+TORCH_OFFSET = tuple(-m / s for m, s in zip(_TORCH_MEAN_RGB, _TORCH_STD_RGB))
 
-PREPROCESS_MODES = ("caffe", "torch", "tf", "unit")
+PREPROCESS_MODES = ("caffe", "torch", "tf", "unit", "affine")
 
 
 @keras.saving.register_keras_serializable(package="tfembed")
@@ -28,18 +31,24 @@ class Preprocess(keras.layers.Layer):
       * ``"torch"``: ``/255``, then ``(x - mean) / std`` with the ImageNet RGB statistics.
       * ``"tf"``: ``x / 127.5 - 1`` (range ``[-1, 1]``); what MobileNet expects.
       * ``"unit"``: ``x / 255`` (range ``[0, 1]``); any number of channels.
+      * ``"affine"``: ``x * scale + offset`` with per-channel (or scalar) ``scale`` and
+        ``offset``; how a KerasHub preset's ``ImageConverter`` states its normalisation.
 
     ``"caffe"`` and ``"torch"`` need 3 channels. ``backbone`` is informational: the registry name of
     the backbone this preprocessing feeds, kept in the layer config so that the backbone of a
     saved embedder can be recovered (see ``tfembed.models.backbone_spec_of``).
     """
 
-    def __init__(self, mode="unit", backbone=None, **kwargs):
+    def __init__(self, mode="unit", backbone=None, scale=None, offset=None, **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESS_MODES:
             raise ValueError(f"Preprocess mode must be one of {PREPROCESS_MODES}, got {mode!r}")
+        if (mode == "affine") != (scale is not None and offset is not None):
+            raise ValueError("Preprocess mode 'affine' takes scale and offset (and only it does)")
         self.mode = mode
         self.backbone = backbone
+        self.scale = None if scale is None else [float(v) for v in _as_list(scale)]
+        self.offset = None if offset is None else [float(v) for v in _as_list(offset)]
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -54,6 +63,10 @@ class Preprocess(keras.layers.Layer):
             return x / 255.0
         if self.mode == "tf":
             return x / 127.5 - 1.0
+        if self.mode == "affine":
+            scale = ops.convert_to_tensor(self.scale, dtype=x.dtype)
+            offset = ops.convert_to_tensor(self.offset, dtype=x.dtype)
+            return x * scale + offset
         if self.mode == "torch":
             mean = ops.convert_to_tensor(_TORCH_MEAN_RGB, dtype=x.dtype)
             std = ops.convert_to_tensor(_TORCH_STD_RGB, dtype=x.dtype)
@@ -69,7 +82,13 @@ class Preprocess(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"mode": self.mode, "backbone": self.backbone})
+        if self.mode == "affine":
+            config.update({"scale": self.scale, "offset": self.offset})
         return config
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 @keras.saving.register_keras_serializable(package="tfembed")

@@ -40,6 +40,7 @@ from tfembed.evaluation.report import format_model_table, format_paper_table, wr
 from tfembed.models import load_embedder
 from tfembed.training.specialist import build_model, teacher_cache_views, train_specialist
 from tfembed.training.strategy import barrier, get_strategy, precision, worker_role
+from tfembed.training.validate import validate_recipe
 from tfembed.training import cohort as cohort_lib
 from tfembed.training import distill as distill_lib
 from tfembed.training import ensemble as ensemble_lib
@@ -65,6 +66,9 @@ def run(config, workdir):
     os.makedirs(workdir, exist_ok=True)
     if config.get("strategy") == "multi_worker":
         get_strategy("multi_worker")   # before any op: collectives are set up at start-up
+    # Every model of every stage is built (weights resolved) before the first stage trains, so
+    # a student that cannot be built fails in seconds, not after its teacher trained.
+    validate_recipe(config)
     keras.utils.set_random_seed(int(config.seed))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=2, default=str)
