@@ -13,8 +13,10 @@ from tfembed.losses import (
     VerificationHead,
     attention_transfer_loss,
     hinton_kd_loss,
+    large_margin_softmax_loss,
     relative_teacher_loss,
     triplet_semihard_loss,
+    verification_loss,
 )
 from tfembed.models import Distiller, build_embedder, feature_model
 
@@ -117,8 +119,16 @@ def test_terms_match_their_loss_functions(rng):
     at = (attention_transfer_loss(t_maps[0], s_maps[0], resize=True)
           + attention_transfer_loss(t_maps[1], s_maps[1]))
     assert logs["attention_loss"] == pytest.approx(float(at), rel=1e-5)
+    # L-Softmax and KD's student logits on the pre-normalisation FC output (004 §4), the
+    # verification head on the L2-normalised embedding.
     head = [h for h in model.heads if h.name == "lsoftmax"][0]
-    kd = hinton_kd_loss(model.teacher_classifier(t), head.logits(s), temperature=4.0)
+    fc = feature_model(student, ["embedding_dense"])(x, training=False)[0]
+    assert logs["lsoftmax"] == pytest.approx(
+        float(large_margin_softmax_loss(LABELS, fc, head.kernel, margin=3)), rel=1e-5)
+    verification = [h for h in model.heads if h.name == "verification"][0]
+    assert logs["verification"] == pytest.approx(
+        float(verification_loss(LABELS, s, verification.kernel, verification.bias)), rel=1e-5)
+    kd = hinton_kd_loss(model.teacher_classifier(t), head.logits(fc), temperature=4.0)
     assert logs["kd_loss"] == pytest.approx(float(kd), rel=1e-4)
 
 
@@ -135,8 +145,9 @@ def test_unlabelled_rows_get_no_metric_loss(rng):
     # The step on an all-unlabelled batch is the step of the teacher term alone.
     kd_only = Distiller(student, teacher, "relative_teacher")
     with tf.GradientTape(persistent=True) as tape:
-        s = student(x, training=True)
-        full = model._weighted_total(model._terms([], teacher(x), [], s, tf.constant(unlabelled)))
+        _, fc, s = model.student_outputs(x, training=True)
+        full = model._weighted_total(model._terms([], teacher(x), [], s, tf.constant(unlabelled),
+                                                  fc))
         alone = kd_only._weighted_total(kd_only._terms([], teacher(x), [], s, None))
     for a, b in zip(tape.gradient(full, student.trainable_weights),
                     tape.gradient(alone, student.trainable_weights)):
@@ -215,3 +226,127 @@ def test_config_round_trip(tmp_path, rng):
     assert [h.name for h in clone.heads] == ["lsoftmax", "verification"]
     clone.compile(optimizer="adam")
     assert set(_logs(clone, _images(rng))) == set(_logs(model, _images(rng)))
+
+
+# ------------------------------------------------------------------- 004: heads on the FC output
+
+
+class _Recording(LargeMarginSoftmaxHead):
+    """An L-Softmax head that keeps the inputs it was called with (eager runs only)."""
+
+    seen = None
+
+    def call(self, embeddings, labels):
+        type(self).seen.append(np.array(embeddings))
+        return super().call(embeddings, labels)
+
+
+class _RecordingVerification(VerificationHead):
+    seen = None
+
+    def call(self, embeddings, labels):
+        type(self).seen.append(np.array(embeddings))
+        return super().call(embeddings, labels)
+
+
+def test_lsoftmax_head_sees_the_unnormalised_fc_output(rng):
+    """004 §4: L-Softmax "directly connected to the fully connected layer", every other loss on
+    the L2-normalised embedding."""
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    _Recording.seen, _RecordingVerification.seen = [], []
+    model = Distiller(student, teacher, None, metric_loss="triplet_semihard",
+                      heads=[(_Recording(4, margin=3, name="lsoftmax"), 1.0),
+                             (_RecordingVerification(mode="contrastive", name="verification"),
+                              5.0)])
+    assert model.heads[0].features == "fc" and model.heads[1].features == "embedding"
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
+    x = _images(rng)
+    fc = feature_model(student, ["embedding_dense"])(x, training=False)[0].numpy()
+    model.test_on_batch(x, LABELS)
+    seen = _Recording.seen[-1]
+    norms = np.linalg.norm(seen, axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-3)
+    np.testing.assert_allclose(seen, fc, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(_RecordingVerification.seen[-1], axis=1), 1.0,
+                               rtol=1e-5)
+    np.testing.assert_allclose(_RecordingVerification.seen[-1], student(x), rtol=1e-5,
+                               atol=1e-6)
+    model.fit(x, LABELS, batch_size=8, verbose=0)   # and in a training step
+    assert not np.allclose(np.linalg.norm(_Recording.seen[-1], axis=1), 1.0, atol=1e-3)
+
+
+def test_head_features_option_and_missing_fc_layer(rng):
+    teacher = _cnn(0.5, name="teacher")
+    # A head may ask for the normalised embedding instead.
+    model = Distiller(_cnn(0.125, name="student", seed=1), teacher, None,
+                      heads=[(LargeMarginSoftmaxHead(4, features="embedding", name="ls"), 1.0)])
+    assert model._fc_dim is None
+    # A student without the FC layer cannot feed an "fc" head.
+    with pytest.raises(ValueError, match="embedding_dense"):
+        Distiller(_dense(1), teacher, None, heads=[(LargeMarginSoftmaxHead(4), 1.0)])
+    with pytest.raises(ValueError, match="features"):
+        LargeMarginSoftmaxHead(4, features="pooled")
+
+
+def test_teacher_none_trains_with_its_own_losses(rng, tmp_path):
+    student = _cnn(0.125, name="teacher_model", seed=1)
+    heads = [(LargeMarginSoftmaxHead(4, margin=3, name="lsoftmax"), 1.0),
+             (VerificationHead(mode="contrastive", margin=0.9, name="verification"), 5.0)]
+    model = Distiller(student, None, None, metric_loss=TripletSemiHardLoss(0.9),
+                      metric_weight=0.1, heads=heads)
+    assert model.teacher is None and not model._needs_teacher
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    logs = model.fit(_images(rng), LABELS, batch_size=8, verbose=0).history
+    assert set(logs) == {"loss", "metric_loss", "lsoftmax", "verification"}
+    assert any(not np.allclose(a, w.numpy()) for a, w in zip(before, student.trainable_weights))
+    clone = Distiller.from_config(model.get_config())
+    assert clone.teacher is None and [h.name for h in clone.heads] == ["lsoftmax", "verification"]
+    assert clone.heads[1].mode == "contrastive" and clone.heads[1].margin == 0.9
+    for kwargs in (dict(distill_loss="relative_teacher"),
+                   dict(distill_loss=None, attention_layers=[("stage2", "stage2")],
+                        attention_weight=1.0)):
+        with pytest.raises(ValueError, match="teacher=None"):
+            Distiller(student, None, **kwargs)
+
+
+def _fc_student(seed, dim=6):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    x = keras.layers.Dense(dim, name="embedding_dense",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    return keras.Model(inputs, keras.layers.UnitNormalization()(x))
+
+
+def _heads_distiller(local):
+    heads = [(LargeMarginSoftmaxHead(4, margin=3, name="lsoftmax",
+                                     initializer=keras.initializers.GlorotUniform(5)), 1.0),
+             (VerificationHead(mode="contrastive", margin=0.9, name="verification"), 5.0)]
+    model = Distiller(_fc_student(2), _dense(3, dim=6), "direct_match",
+                      metric_loss="triplet_semihard", metric_weight=0.1, heads=heads,
+                      teacher_classifier=_classifier(dim=6), kd_weight=0.5,
+                      global_batch=not local)
+    model.compile(keras.optimizers.SGD(0.05))
+    return model
+
+
+def _one_step(strategy, local=False):
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = _heads_distiller(local)
+    x = np.random.default_rng(5).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    logs = model.fit(tf.data.Dataset.from_tensors((x, LABELS)), epochs=1, verbose=0).history
+    return {k: v[0] for k, v in logs.items()}, [w.numpy() for w in model.trainable_weights]
+
+
+def test_fc_heads_on_two_replicas_equal_one_device(two_replica_strategy):
+    logs1, w1 = _one_step(tf.distribute.get_strategy())
+    logs2, w2 = _one_step(two_replica_strategy)
+    assert set(logs1) == {"loss", "metric_loss", "distill_loss", "kd_loss", "lsoftmax",
+                          "verification"}
+    for key in logs1:
+        np.testing.assert_allclose(logs2[key], logs1[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    _, local = _one_step(two_replica_strategy, local=True)
+    assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(local, w1))

@@ -468,6 +468,32 @@ def test_callback_dict_inputs_fused_and_every_n(rng):
         assert key in cb.history[-1] and 0.0 <= cb.history[-1][key] <= 1.0
 
 
+def test_callback_every_n_steps_keeps_its_history_across_a_resume(rng, tmp_path):
+    x, y = _toy_sets(rng)           # 3 batches of 8 per epoch
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model = _toy_model()
+    model.compile(optimizer="sgd", loss=_toy_loss)
+    path = str(tmp_path / "backup" / "history.json")
+    cb = RecallAtKCallback({"toy": (ds, None)}, ks=(1,), every_n_steps=4, history_path=path)
+    _fit_with_callback(model, cb, x, y, epochs=3)       # steps 1..9: evaluations at 4 and 8
+    assert [h["step"] for h in cb.history] == [4, 8] and "epoch" not in cb.history[0]
+    with open(path) as f:
+        assert json.load(f) == cb.history
+    # A run resumed from a step-8 checkpoint keeps both; one resumed at step 6 drops step 8
+    # (it trains that step again); one resumed at step 12 whose evaluation was lost (killed
+    # between the checkpoint and the evaluation) evaluates the restored model first.
+    for step, want in ((8, [4, 8]), (6, [4]), (12, [4, 8, 12])):
+        again = RecallAtKCallback({"toy": (ds, None)}, ks=(1,), every_n_steps=4,
+                                  history_path=path)
+        again.resume_at(step)
+        if step == 12:
+            _fit_with_callback(model, again, x, y, epochs=2)     # steps 13..18: evaluates 16
+            want += [16]
+        assert [h["step"] for h in again.history] == want
+        if step != 6:
+            assert again.history[:2] == cb.history
+
+
 def test_callback_under_two_replica_strategy(rng, two_replica_strategy):
     x, y = _toy_sets(rng, n_classes=4, per_class=8)
     with two_replica_strategy.scope():

@@ -85,6 +85,20 @@ def ref_triplet_hard(labels, x, margin):
     return total / count if count else 0.0
 
 
+def ref_triplet_batch_hard(labels, x, margin):
+    d = ref_distances(x)
+    n = len(labels)
+    total, count = 0.0, 0
+    for a in range(n):
+        positives = [d[a][p] for p in range(n) if p != a and labels[p] == labels[a]]
+        negatives = [d[a][k] for k in range(n) if labels[k] != labels[a]]
+        if not positives or not negatives:
+            continue  # no triplet for this anchor: excluded from the mean
+        total += max(max(positives) - min(negatives) + margin, 0.0)
+        count += 1
+    return total / count if count else 0.0
+
+
 def ref_multi_similarity(labels, x, alpha, beta, base, epsilon):
     s = ref_cosines(x)
     n = len(labels)
@@ -323,6 +337,14 @@ SPECS = {
         lambda l, x, w: M.triplet_hard_loss(l, x, margin=0.5),
         lambda l, x, w: ref_triplet_hard(list(l), x, 0.5),
     ),
+    "triplet_batch_hard": (
+        lambda l, x, w: M.triplet_batch_hard_loss(l, x, margin=0.5),
+        lambda l, x, w: ref_triplet_batch_hard(list(l), x, 0.5),
+    ),
+    "triplet_batch_hard_defaults": (  # margin 0, as 001's authors train
+        lambda l, x, w: M.triplet_batch_hard_loss(l, x),
+        lambda l, x, w: ref_triplet_batch_hard(list(l), x, 0.0),
+    ),
     # beta=50 makes negatives that mining drops (>= epsilon below the hardest positive)
     # numerically invisible next to the kept ones; beta=10 lets the reference see them.
     "multi_similarity": (
@@ -357,7 +379,8 @@ SPECS = {
     ),
 }
 PAIRWISE = [
-    "triplet_semihard", "triplet_hard", "multi_similarity", "multi_similarity_defaults", "contrastive", "margin",
+    "triplet_semihard", "triplet_hard", "triplet_batch_hard", "triplet_batch_hard_defaults",
+    "multi_similarity", "multi_similarity_defaults", "contrastive", "margin",
     "binomial_deviance", "contrastive_pairs", "triplet_distance_weighted",
 ]
 
@@ -453,7 +476,8 @@ def test_degenerate_batches_are_finite(name, layout):
     assert np.isfinite(float(loss)) and np.all(np.isfinite(gx.numpy()))
     # Losses built on positive pairs have nothing to say without them (or without negatives),
     # and no pairwise loss has a pair in a batch of one.
-    if name in ("triplet_semihard", "triplet_hard", "multi_similarity",
+    if name in ("triplet_semihard", "triplet_hard", "triplet_batch_hard",
+                "triplet_batch_hard_defaults", "multi_similarity",
                 "multi_similarity_defaults", "margin", "triplet_distance_weighted"):
         assert float(loss) == 0.0
     if layout in ("single_example", "empty") and name in PAIRWISE:
@@ -483,6 +507,44 @@ def test_triplet_uses_semihard_not_hardest_negative():
     labels = tf.constant([0, 0, 1, 1])
     x = tf.constant([[0.0], [1.0], [0.5], [2.0]])
     assert float(M.triplet_semihard_loss(labels, x, margin=1.0)) == pytest.approx(3.5 / 4)
+
+
+def test_triplet_batch_hard_takes_one_hardest_triplet_per_anchor():
+    # 1-D, class 0 at 0, 1, 3 and class 1 at 2, 2.5 (margin 0):
+    #   a=0: positives 1, 3 -> 3; negatives 2, 2.5 -> 2;   3 - 2 = 1
+    #   a=1: positives 1, 2 -> 2; negatives 1, 1.5 -> 1;   2 - 1 = 1
+    #   a=3: positives 3, 2 -> 3; negatives 1, 0.5 -> 0.5; 3 - 0.5 = 2.5
+    #   a=2: positive 0.5;        negatives 2, 1, 1 -> 1;  0.5 - 1 < 0 -> 0
+    #   a=2.5: positive 0.5;      negatives 2.5, 1.5, 0.5 -> 0.5; 0
+    # Mean over the 5 anchors: 4.5 / 5. triplet_hard averages every positive pair with its
+    # hardest negative instead: (0 + 1 + 0 + 1 + 2.5 + 1.5 + 0 + 0) / 8.
+    labels = tf.constant([0, 0, 0, 1, 1])
+    x = tf.constant([[0.0], [1.0], [3.0], [2.0], [2.5]])
+    assert float(M.triplet_batch_hard_loss(labels, x)) == pytest.approx(4.5 / 5)
+    assert float(M.triplet_batch_hard_loss(labels, x, margin=1.0)) == pytest.approx(
+        (2.0 + 2.0 + 3.5 + 0.5 + 1.0) / 5)
+    assert float(M.triplet_hard_loss(labels, x, margin=0.0)) == pytest.approx(6.0 / 8)
+
+
+def test_triplet_batch_hard_matches_the_authors_formula():
+    """001's public code: d = sqrt(max(d², 1e-12)), the hardest positive taken over the
+    anchor's own class *including itself* (at 1e-6), mean over all anchors. With every class
+    holding at least two images (c × k batches, k >= 2) that is our loss up to the clamp."""
+    rng = np.random.default_rng(7)
+    for classes, k in ((4, 8), (4, 2), (3, 5)):
+        labels = np.repeat(np.arange(classes), k).astype(np.int32)
+        rng.shuffle(labels)
+        x = rng.normal(size=(classes * k, DIM)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x64 = x.astype(np.float64)
+        sq = (x64 ** 2).sum(1)[:, None] + (x64 ** 2).sum(1)[None, :] - 2.0 * x64 @ x64.T
+        d = np.sqrt(np.maximum(sq, 1e-12))
+        same = labels[:, None] == labels[None, :]
+        d_ap = np.where(same, d, -np.inf).max(axis=1)
+        d_an = np.where(same, np.inf, d).min(axis=1)
+        expected = np.maximum(d_ap - d_an, 0.0).mean()
+        got = float(M.triplet_batch_hard_loss(tf.constant(labels), tf.constant(x)))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
 
 
 def test_multi_similarity_mining_on_circle():
@@ -664,6 +726,8 @@ LOSS_OBJECTS = {
                 dict(margin=0.3)),
     "triplet_hard": (lambda: M.TripletHardLoss(margin=0.3), M.triplet_hard_loss,
                      dict(margin=0.3)),
+    "triplet_batch_hard": (lambda: M.TripletBatchHardLoss(margin=0.3),
+                           M.triplet_batch_hard_loss, dict(margin=0.3)),
     "ms": (lambda: M.MultiSimilarityLoss(alpha=1.5, beta=40.0, base=0.4, epsilon=0.05),
            M.multi_similarity_loss, dict(alpha=1.5, beta=40.0, base=0.4, epsilon=0.05)),
     "contrastive": (lambda: M.ContrastiveLoss(margin=0.7), M.contrastive_loss, dict(margin=0.7)),
@@ -712,6 +776,14 @@ def test_loss_class_compile_fit(key):
     history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
     assert not np.allclose(before, model.get_weights()[0])
+
+
+def test_triplet_batch_hard_by_recipe_name():
+    from tfembed.losses import get_loss
+
+    loss = get_loss("triplet_batch_hard")
+    assert isinstance(loss, M.TripletBatchHardLoss) and loss.get_config()["margin"] == 0.0
+    assert get_loss("triplet_batch_hard", margin=0.2).get_config()["margin"] == 0.2
 
 
 def test_compiled_model_save_and_load(tmp_path):

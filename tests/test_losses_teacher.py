@@ -53,13 +53,17 @@ def ref_relative(t, s):
 
 
 def ref_direct_match(t, s):
+    """004 Eq. 8 per query (a sum over its candidates), averaged over the queries."""
     t, s = _rows(t), _rows(s)
-    n, total = len(t), 0.0
-    for i in range(n):
-        for j in range(n):
+    n = len(t)
+    per_query = []
+    for i in range(n):  # query q = row i
+        total = 0.0
+        for j in range(n):  # candidates x_j, j != i
             if i != j:
-                total += (_dist(s[i], s[j]) ** 2 - _dist(t[i], t[j]) ** 2) ** 2
-    return total / (n * (n - 1))
+                total += (_dist(s[j], s[i]) ** 2 - _dist(t[j], t[i]) ** 2) ** 2
+        per_query.append(total)
+    return sum(per_query) / n
 
 
 def _softmax(row):
@@ -187,6 +191,19 @@ def ref_verification(labels, x, w, b):
     return total / (n * (n - 1))
 
 
+def ref_contrastive_verification(labels, x, margin):
+    """Per ordered pair: ½d² if same label, else max(0, m − ½d²); mean over pairs."""
+    x = _rows(x)
+    n, total = len(x), 0.0
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            h = 0.5 * _dist(x[i], x[j]) ** 2
+            total += h if labels[i] == labels[j] else max(0.0, margin - h)
+    return total / (n * (n - 1))
+
+
 # ------------------------------------------------------------------------------------------------
 # Inputs
 # ------------------------------------------------------------------------------------------------
@@ -232,6 +249,19 @@ def test_embedding_losses_match_reference(rng, case):
     np.testing.assert_allclose(T.direct_match_loss(t, s), ref_direct_match(t, s), RTOL, ATOL)
     if t.shape == s.shape:
         np.testing.assert_allclose(T.absolute_teacher_loss(t, s), ref_absolute(t, s), RTOL, ATOL)
+
+
+def test_direct_match_sums_over_candidates(rng):
+    """Eq. 8 sums over a query's B − 1 candidates: B − 1 times the per-pair mean (DESIGN §4), so
+    doubling the list doubles the loss of a list of equal terms."""
+    for n in (2, 5, 8):
+        t, s = _pair(rng, n)
+        d2_t = ((t[:, None] - t[None]) ** 2).sum(-1)
+        d2_s = ((s[:, None] - s[None]) ** 2).sum(-1)
+        off = ~np.eye(n, dtype=bool)
+        per_pair_mean = ((d2_s - d2_t) ** 2)[off].mean()
+        np.testing.assert_allclose(T.direct_match_loss(t, s), (n - 1) * per_pair_mean, 1e-5)
+    assert float(T.direct_match_loss(t[:1], s[:1])) == 0.0
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
@@ -492,6 +522,37 @@ def test_verification_matches_reference(rng):
                                math.log(2.0), RTOL)
 
 
+@pytest.mark.parametrize("margin", [0.9, 0.3])
+def test_contrastive_verification_matches_reference(rng, margin):
+    x = _unit(rng.normal(size=(7, 5)))
+    x[4] = x[0]   # a duplicated image: a positive pair at distance 0
+    x[6] = x[2]   # and a negative pair at distance 0 (labels 1 and 2)
+    labels = np.array([0, 0, 1, 1, 0, 2, 2])
+    np.testing.assert_allclose(R.contrastive_verification_loss(labels, x, margin=margin),
+                               ref_contrastive_verification(labels, x, margin), RTOL, ATOL)
+    # Unnormalised rows too, and the identity with DESIGN §4's contrastive loss at margin 2m.
+    y = rng.normal(size=(6, 3)).astype(np.float32)
+    lab = np.array([0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(R.contrastive_verification_loss(lab, y, margin=margin),
+                               ref_contrastive_verification(lab, y, margin), RTOL, ATOL)
+    from tfembed.losses.metric import contrastive_loss
+    np.testing.assert_allclose(R.contrastive_verification_loss(lab, y, margin=margin),
+                               0.5 * contrastive_loss(lab, y, margin=2 * margin), RTOL, ATOL)
+    # Gradients finite with duplicated rows; the head's contrastive mode is the function.
+    v = tf.Variable(x)
+    head = R.VerificationHead(mode="contrastive", margin=margin)
+    with tf.GradientTape() as tape:
+        loss = head(v, labels)
+    g = tape.gradient(loss, v)
+    assert np.all(np.isfinite(g.numpy())) and head.trainable_weights == []
+    np.testing.assert_allclose(loss, ref_contrastive_verification(labels, x, margin), RTOL, ATOL)
+    assert float(R.contrastive_verification_loss(labels[:1], x[:1])) == 0.0
+    clone = R.VerificationHead.from_config(head.get_config())
+    assert clone.mode == "contrastive" and clone.margin == margin
+    with pytest.raises(ValueError, match="mode"):
+        R.VerificationHead(mode="hinge")
+
+
 def test_heads_train_and_round_trip(rng):
     x = tf.Variable(_unit(rng.normal(size=(6, 4))))
     labels = tf.constant([0, 1, 2, 0, 1, 2])
@@ -564,3 +625,126 @@ def test_fit_step_with_loss_class(rng, cls, kwargs):
         y = _unit(rng.normal(size=(batch, 4)))  # the teacher's embeddings / logits
         model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
     _fit_one_step(model, cls(**kwargs), x, y, batch)
+
+
+# ------------------------------------------------------------------------------------------------
+# aggregation="frobenius": the authors' reductions (yulu0724/EmbeddingDistillation)
+# ------------------------------------------------------------------------------------------------
+
+
+def ref_absolute_frobenius(t, s):
+    t, s = _rows(t), _rows(s)
+    return math.sqrt(sum(_dist(s[i], t[i]) ** 2 for i in range(len(t))))
+
+
+def ref_relative_frobenius(t, s):
+    t, s = _rows(t), _rows(s)
+    n, total = len(t), 0.0
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                total += (_dist(s[i], s[j]) - _dist(t[i], t[j])) ** 2
+    return math.sqrt(total)
+
+
+def ref_relative_authors_style(t, s):
+    """The relative loss computed the way the authors' code builds it (numpy, float64): the
+    distance matrix from the |x|² + |y|² − 2xy expansion clamped at 1e-12 before the root (so the
+    diagonal holds 1e-6, not 0), then the 2-norm of the whole flattened difference, diagonal
+    included, no division by the batch size."""
+    def dist(x):
+        x = np.asarray(x, np.float64)
+        sq = np.sum(x * x, axis=1)
+        return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 1e-12))
+
+    return float(np.sqrt(np.sum((dist(s) - dist(t)) ** 2)))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_frobenius_aggregation_matches_reference(rng, case):
+    t, s = _pair(rng, **case)
+    np.testing.assert_allclose(T.relative_teacher_loss(t, s, aggregation="frobenius"),
+                               ref_relative_frobenius(t, s), RTOL, ATOL)
+    np.testing.assert_allclose(T.relative_teacher_loss(t, s, aggregation="frobenius"),
+                               ref_relative_authors_style(t, s), 1e-4, 1e-5)
+    # The default is unchanged by the new argument.
+    np.testing.assert_allclose(T.relative_teacher_loss(t, s, aggregation="mean"),
+                               ref_relative(t, s), RTOL, ATOL)
+    if t.shape == s.shape:
+        np.testing.assert_allclose(T.absolute_teacher_loss(t, s, aggregation="frobenius"),
+                                   ref_absolute_frobenius(t, s), RTOL, ATOL)
+        np.testing.assert_allclose(T.absolute_teacher_loss(t, s, aggregation="mean"),
+                                   ref_absolute(t, s), RTOL, ATOL)
+
+
+def test_frobenius_scale_against_the_mean():
+    """Equal errors on every pair: the Frobenius norm is sqrt(B (B − 1)) times the mean, the
+    factor by which the authors' λ differs from one for DESIGN §4's mean."""
+    for n in (3, 5):
+        t = np.eye(n, dtype=np.float32)             # a regular simplex: all distances sqrt(2)
+        s = 2.0 * t                                 # all distances 2·sqrt(2): |ΔD| = sqrt(2)
+        mean = float(T.relative_teacher_loss(t, s))
+        frob = float(T.relative_teacher_loss(t, s, aggregation="frobenius"))
+        np.testing.assert_allclose(mean, math.sqrt(2.0), RTOL)
+        np.testing.assert_allclose(frob, math.sqrt(n * (n - 1)) * mean, RTOL)
+
+
+def test_frobenius_gradients_finite_with_duplicates_and_zero_at_match(rng):
+    dup, other = _dup_rows(rng), _dup_rows(rng)
+    cases = [
+        ("relative frobenius duplicates", T.relative_teacher_loss, other, dup),
+        ("relative frobenius s==t", T.relative_teacher_loss, dup, dup.copy()),
+        ("absolute frobenius s==t", T.absolute_teacher_loss, dup, dup.copy()),
+        ("absolute frobenius duplicates", T.absolute_teacher_loss, other, dup),
+    ]
+    for name, fn, t, s in cases:
+        teacher, student = tf.Variable(t), tf.Variable(s)
+        with tf.GradientTape(persistent=True) as tape:
+            loss = fn(teacher, student, aggregation="frobenius")
+        g = tape.gradient(loss, student)
+        assert np.isfinite(loss.numpy()), name
+        assert g is not None and np.all(np.isfinite(g.numpy())), name
+        assert tape.gradient(loss, teacher) is None, name
+        if "s==t" in name:
+            np.testing.assert_allclose(loss, 0.0, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(g, 0.0, atol=1e-5, err_msg=name)
+
+
+def test_frobenius_tiny_batches_and_unknown_batch(rng):
+    one = tf.constant([[1.0, 2.0]])
+    assert float(T.relative_teacher_loss(one, one + 1.0, aggregation="frobenius")) == 0.0
+    t, s = _pair(rng, 7, duplicate=True)
+    spec = tf.TensorSpec([None, 6], tf.float32)
+    for fn in (T.absolute_teacher_loss, T.relative_teacher_loss):
+        graph = tf.function(lambda a, b, fn=fn: fn(a, b, aggregation="frobenius"),
+                            input_signature=[spec, spec])
+        np.testing.assert_allclose(graph(t, s), fn(t, s, aggregation="frobenius"), RTOL, ATOL)
+
+
+def test_unknown_aggregation_is_a_clear_error():
+    x = tf.zeros([3, 2])
+    with pytest.raises(ValueError, match="aggregation must be one of mean, frobenius"):
+        T.relative_teacher_loss(x, x, aggregation="frobenious")
+    with pytest.raises(ValueError, match="aggregation"):
+        T.absolute_teacher_loss(x, x, aggregation="sum")
+    with pytest.raises(ValueError, match="RelativeTeacherLoss: aggregation"):
+        T.RelativeTeacherLoss(aggregation="Frobenius")
+
+
+@pytest.mark.parametrize("cls", [T.AbsoluteTeacherLoss, T.RelativeTeacherLoss])
+def test_aggregation_survives_serialization_and_fits(rng, cls):
+    t, s = _pair(rng, 6, unit=True)
+    loss = cls(aggregation="frobenius")
+    assert loss.get_config()["aggregation"] == "frobenius"
+    assert cls().get_config()["aggregation"] == "mean"
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(restored) is cls and restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(restored(t, s), loss.fn(t, s, aggregation="frobenius"), RTOL, ATOL)
+    from tfembed.losses import get_loss
+
+    name = "absolute_teacher" if cls is T.AbsoluteTeacherLoss else "relative_teacher"
+    assert get_loss(name, aggregation="frobenius").get_config() == loss.get_config()
+    keras.utils.set_random_seed(0)
+    x = rng.normal(size=(8, 5)).astype(np.float32)
+    y = _unit(rng.normal(size=(8, 4)))
+    _fit_one_step(keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)]), loss, x, y, 8)

@@ -110,7 +110,18 @@ def _check_report(report, tmp_path):
     methods = report["config"]["ensemble"]["methods"]
     rows = report["rows"]
     assert [r["model"] for r in rows] == [f"{m}/{part}" for m in methods
-                                          for part in ("ensemble", "learners")]
+                                          for part in ("ensemble", "ensemble@best", "learners")]
+    with open(tmp_path / "diagnostics" / "recall_history.json") as f:
+        curves = json.load(f)["methods"]
+    for final, best, learners in zip(rows[::3], rows[1::3], rows[2::3]):
+        assert final["selection"] == learners["selection"] == "final"
+        assert best["selection"] == "best_of_evals"
+        curve = curves[final["model"].split("/")[0]]
+        steps = [e["step"] for e in curve]
+        assert steps == sorted(set(steps)) and steps[-1] == final["step"] == learners["step"]
+        assert curve[-1]["recall@1"] == final["recall@1"]     # the final model is an evaluation
+        assert best["step"] in steps and best["evaluations"] == len(curve)
+        assert best["recall@1"] == max(e["recall@1"] for e in curve) >= final["recall@1"]
     for r in rows:
         ks = sorted(int(k.split("@")[1]) for k in r if k.startswith("recall@") and
                     not k.endswith("_std"))
@@ -127,9 +138,13 @@ def test_paper_ensemble_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe
     _check_report(report, tmp_path)
 
 
-def test_demo_in_smoke_mode_writes_diagnostics_and_exports(run_recipe, tmp_path):
+def test_demo_in_smoke_mode_writes_diagnostics_and_exports(run_recipe, tmp_path, capsys):
     report = run_recipe("abe_demo", tmp_path)
     _check_report(report, tmp_path)
+    with open(tmp_path / "diagnostics" / "recall_history.json") as f:
+        curves = json.load(f)["methods"]
+    assert [e["step"] for e in curves["abe2"]] == [1, 2]   # every step in smoke mode
+    assert "abe2/ensemble@best: the best R@1 of 2 evaluations" in capsys.readouterr().out
     diag = tmp_path / "diagnostics"
     with open(diag / "similarity_histograms.json") as f:
         hist = json.load(f)
@@ -141,3 +156,43 @@ def test_demo_in_smoke_mode_writes_diagnostics_and_exports(run_recipe, tmp_path)
     loaded = tf.saved_model.load(str(exported))
     out = loaded.signatures["serving_pixels"](pixels=tf.zeros([2, 28, 28, 3]))["embeddings"]
     assert out.shape == (2, 128)
+
+
+def test_the_evaluations_before_an_interruption_survive_the_resume(tmp_path, monkeypatch):
+    import signal
+
+    import keras
+
+    from tfembed import cli
+    from tfembed.training.callbacks import RecallAtKCallback
+
+    evaluate, calls = RecallAtKCallback.evaluate, []
+
+    def sigterm_at_the_second_evaluation(self):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)   # checkpointed after step 3, mid-epoch
+        return evaluate(self)
+
+    monkeypatch.setattr(RecallAtKCallback, "evaluate", sigterm_at_the_second_evaluation)
+    argv = ["tfembed-train", "--recipe", "abe_demo", "--workdir", str(tmp_path), "--set",
+            "smoke=true", "--set", "ensemble.methods=['abe2']", "--set", "ensemble.export=[]",
+            "--set", "ensemble.diagnostics=False", "--set", "train.steps=4"]
+    keras.backend.clear_session()
+    assert cli.train_main(argv) == 143
+    with open(tmp_path / "abe2" / "backup" / ensemble.HISTORY_FILENAME) as f:
+        before = json.load(f)
+    assert [h["step"] for h in before] == [1, 2, 3]
+    calls.clear()
+    monkeypatch.setattr(RecallAtKCallback, "evaluate",
+                        lambda self: calls.append(self.step) or evaluate(self))
+    keras.backend.clear_session()
+    assert cli.train_main(argv) == 0
+    assert calls == [4]     # resumed at step 3: steps 1-3 come from the saved history
+    with open(tmp_path / "diagnostics" / ensemble.HISTORY_FILENAME) as f:
+        curve = json.load(f)["methods"]["abe2"]
+    assert [e["step"] for e in curve] == [1, 2, 3, 4]
+    assert [e["recall@1"] for e in curve[:3]] == [h["val_digits_recall@1"] for h in before]
+    with open(tmp_path / "report.json") as f:
+        best = json.load(f)["rows"][1]
+    assert best["recall@1"] == max(e["recall@1"] for e in curve) and best["evaluations"] == 4

@@ -52,6 +52,10 @@ def base_config():
     # way; mixed_float16 adds dynamic loss scaling); jit_compile: XLA-compile the train step.
     c.precision = "float32"
     c.jit_compile = False
+    # Debugging: run every train / predict step eagerly (Keras' run_eagerly; slow per step, but
+    # no graph tracing, which costs ~35 s per ResNet-50 step function on 2 CPU cores; the
+    # paper recipes' dry-run tests use it).
+    c.run_eagerly = False
     # Root that holds the datasets (CUB_200_2011/, Stanford_Online_Products/, ...). Empty: the
     # TFEMBED_DATA_DIR environment variable, else ~/tensorflow_datasets/downloads/manual.
     c.data_dir = ""
@@ -64,8 +68,22 @@ def base_config():
     c.train = ml_collections.ConfigDict(dict(
         loss="triplet_semihard", loss_kwargs={"margin": 0.2}, classes_per_batch=32,
         images_per_class=4, optimizer="adam", learning_rate=1e-5, weight_decay=0.0,
+        # "decoupled": Keras' weight_decay (shrink after the update, AdamW-style); "coupled":
+        # L2 added to the gradient, g + wd·w, as PyTorch / MXNet / Caffe weight_decay means
+        # (DESIGN §6); weight_decay_exclude: variable-name substrings that do not decay in
+        # coupled mode (MXNet decays only *_weight / *_gamma: ["bias", "beta"]).
+        weight_decay_mode="decoupled", weight_decay_exclude=[],
         steps=20000, steps_per_epoch=500, flip=True, crop_boxes=False, lr_drops=[],
         lr_drop_factor=0.1,
+        # The training crop (tfembed.data.preprocess.train_transform): "resize_crop" (resize
+        # to model.resize_size → random model.image_size crop; 000/001), "random_resized"
+        # (torchvision RandomResizedCrop: crop_scale = area fraction, crop_ratio = width /
+        # height; torchvision's defaults) or "multi_resolution" (HORDE's, which 003 follows:
+        # longer side resized to crop_resize_range × image_size, aspect kept, random crop;
+        # HORDE's config.json range). flip: random horizontal flip, only on domains whose
+        # mirror image keeps its class (Domain.hflip: never on the text domains).
+        crop="resize_crop", crop_scale=[0.08, 1.0], crop_ratio=[3.0 / 4.0, 4.0 / 3.0],
+        crop_resize_range=[0.8, 1.8],
         # Plain embedders (specialists, fused baselines): metric loss on the global batch under
         # a multi-replica strategy (False: on each replica's slice).
         global_batch=True,
@@ -132,12 +150,25 @@ def distill_defaults():
 
     methods: students to train, ``+``-joined terms with an optional ``@data`` suffix.
     weights: per-term weights: λ of the embedding-level term (abs, rel, direct, darkrank_*, rkd,
-      snd), μ of hint, κ of at, and the Hinton KD weight. 001 cross-validates λ and does not
-      publish it (its Fig. 4: rel is flat over a wide range): 1 here. DarkRank: λ = 2.
-    loss_kwargs: hyper-parameters per term (DarkRank α = β = 3, 004 §4).
+      snd), μ of hint, κ of at, and the Hinton KD weight. 1 here; DarkRank: λ = 2. A term listed
+      in ``lambda_search.terms`` has its λ chosen by cross-validation instead (this weight then
+      only breaks ties).
+    loss_kwargs: hyper-parameters per term (DarkRank α = β = 3, 004 §4; abs / rel
+      ``aggregation``: "mean", DESIGN §4, or "frobenius", the authors' code of 001).
+    lambda_search: λ by cross-validation (001 §4; tfembed.training.distill.LambdaSearch), off
+      while ``terms`` is empty. terms: the embedding-level terms whose λ is searched (e.g.
+      ["abs", "rel"]); grid: the λ values tried (log-spaced), term_grids: {term: grid} per
+      term; val_fraction: the share of the *training* classes held out for validation (whole
+      classes, seeded; never the test split); steps: training steps of each trial student (0:
+      train.steps); teacher: "full" (the run's teacher) or "reduced" (one trained on the
+      remaining classes only). The choice goes to report.json under "selection".
     metric_weight: weight of the student's own metric loss (``train.loss``).
     hint_layers / attention_layers: ``[[teacher layer, student layer], ...]``.
-    heads: supervised heads with weights, e.g. ``{"lsoftmax": {"weight": 1, "margin": 3}}``.
+    heads: supervised heads with weights, e.g. ``{"lsoftmax": {"weight": 1, "margin": 3}}``
+      (``verification``: ``mode`` "logistic" | "contrastive", ``margin``).
+    teacher_heads: train the teacher with ``heads`` too (next to ``train.loss`` weighted by
+      ``metric_weight``), as 004 trains its teacher with the student's losses; False: the
+      teacher is a plain specialist on ``train.loss``.
     kd_temperature, kd_classifier_epochs: Hinton KD's T; epochs of the teacher's linear head.
     labelled_fraction: < 1 splits each training class into labelled / unlabelled (001 §5.2).
     cross_quality: none | lowres | uncropped (001 §5.4); low_resolution_size: 50 in 001.
@@ -153,10 +184,13 @@ def distill_defaults():
                  "kd": 1.0},
         loss_kwargs={"darkrank_hard": {"alpha": 3.0, "beta": 3.0},
                      "darkrank_soft": {"alpha": 3.0, "beta": 3.0},
-                     "snd": {"sigma": SND_SIGMA}},
+                     "snd": {"sigma": SND_SIGMA},
+                     "abs": {"aggregation": "mean"}, "rel": {"aggregation": "mean"}},
+        lambda_search=dict(terms=[], grid=[0.1, 0.3, 1.0, 3.0, 10.0], term_grids={},
+                           val_fraction=0.2, steps=0, teacher="full"),
         metric_weight=1.0,
         hint_layers=[], attention_layers=[],
-        heads={},
+        heads={}, teacher_heads=False,
         kd_temperature=4.0, kd_classifier_epochs=30,
         labelled_fraction=1.0,
         cross_quality="none", low_resolution_size=50,
@@ -181,6 +215,9 @@ def ensemble_defaults():
     global_batch: under MirroredStrategy, the losses on the all-gathered batch.
     diagnostics: write 002's Fig. 5/6; diagnostics_max_images / _max_pairs bound Fig. 5's cost.
     export: methods whose ensemble model is exported as a SavedModel.
+    eval_every_steps: Recall@K of the ensemble every this many training steps (002: every 1000
+      iterations; replaces ``eval.every_n_epochs`` in this pipeline); the best evaluation by
+      R@1 is reported beside the final model (``<method>/ensemble@best``).
     """
     return ml_collections.ConfigDict(dict(
         methods=["abe8"],
@@ -191,6 +228,7 @@ def ensemble_defaults():
         global_batch=True,
         diagnostics=True, diagnostics_max_images=2000, diagnostics_max_pairs=200000,
         export=[],
+        eval_every_steps=1000,
     ))
 
 

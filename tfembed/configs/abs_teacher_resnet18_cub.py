@@ -3,6 +3,9 @@
 Trains the ResNet-101 teacher, then the ResNet-18 student alone (``ml``) and with the
 absolute teacher (``ml+abs``). Paper settings in ``_distill.paper_001``.
 
+λ is chosen by cross-validation on held-out training classes (``distill.lambda_search``,
+see ``_distill.paper_001``; the choice is in report.json under "selection").
+
 Command:
   tfembed-train --recipe abs_teacher_resnet18_cub --set data_dir=/path/to/datasets
 Expected result (001 Table 1, Recall@1 %):

@@ -4,6 +4,10 @@ Low resolution: the students see images down-sampled to 50×50 and back up to 22
 and test; the teacher sees the full-resolution images. Teacher and students are ResNet-18 (the
 point is the quality gap, not compression); other settings as ``_distill.paper_001``.
 
+λ is chosen by cross-validation on held-out training classes (``distill.lambda_search``,
+see ``_distill.paper_001``; the choice is in report.json under "selection").
+The search's students train and are validated in the students' (low-resolution) view.
+
 Command:
   tfembed-train --recipe cross_quality_lowres_cub --set data_dir=/path/to/datasets
 Expected result (001 Table 6, Recall@1 %):

@@ -5,6 +5,10 @@ images. Teacher and students are
 ResNet-18 (the point is the quality gap, not compression); other settings as
 ``_distill.paper_001``.
 
+λ is chosen by cross-validation on held-out training classes (``distill.lambda_search``,
+see ``_distill.paper_001``; the choice is in report.json under "selection").
+The search's students train and are validated on whole images, as the students are.
+
 Command:
   tfembed-train --recipe cross_quality_uncropped_cub --set data_dir=/path/to/datasets
 Expected result (001 Table 6, Recall@1 %):

@@ -1,9 +1,11 @@
 """Hinton KD with and without DarkRank (004 Table 1, "KD + HardRank / SoftRank") on CUB-200-2011.
 
 ResNet-50 teacher → ResNet-18 student. KD compares class logits: the student's are those of its
-large-margin softmax head, the teacher's come from a linear softmax head fitted on its frozen
-embeddings of the training images (the metric-learning teacher has no class head of its own).
-Temperature 4 with the T² weighting. Settings and deviations in ``_distill.paper_004``.
+large-margin softmax head (on the FC output before L2 normalisation, 004 §4), the teacher's come
+from a linear softmax head fitted on its frozen embeddings of the training images (the teacher
+trains with an L-Softmax head too, ``distill.teacher_heads``, but only its embedder is kept; the
+authors' code takes the teacher's own classifier logits). Temperature 4 with the T² weighting.
+Settings and deviations in ``_distill.paper_004``.
 
 Command:
   tfembed-train --recipe darkrank_kd_cub --set data_dir=/path/to/datasets

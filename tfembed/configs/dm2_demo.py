@@ -9,8 +9,13 @@ triplet loss with distance-weighted sampling, Adam 1e-3, batch 60 = 12 classes �
 * ``independent``  four members side by side, no relation transfer;
 * ``md``           relation transfer (model diversity);
 * ``md+td``        + temporal diversity, p = 1, 1/2, 1/4, 1/8;
-* ``md+vd``        + view diversity, one crop and flip per member;
+* ``md+vd``        + view diversity, one random crop per member;
 * ``md+td+vd``     DM².
+
+Augmentation: 32 × 32 resize → random 28 × 28 crop (``train.crop = "resize_crop"``), no flip:
+digits is text (``Domain.hflip`` False; a mirrored "08" reads "80", DESIGN §6). 003's HORDE
+crops (``paper_003``) are not used at this scale: a 28-px crop of a two-digit image resized up
+to 1.8× cuts digits off, i.e. changes the number.
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe dm2_demo --workdir runs/dm2_demo

@@ -1,7 +1,9 @@
 """003 Table 1 row MD: relation transfer with model diversity only, CUB-200-2011.
 
 Paper settings: see ``tfembed.configs._cohort.paper_003`` (ResNet-50 members, triplet with
-distance-weighted sampling, Adam 3e-5, batch 120, frozen BatchNorm on CUB / Cars, λ 0 → 20).
+distance-weighted sampling, Adam 3e-5, batch 120, frozen BatchNorm on CUB / Cars, λ 0 → 20,
+256-px inputs with HORDE's multi-resolution random crops + flip, as 003 §4.2 says; HORDE's
+public code decided the details, see paper_003).
 
 Command:
   tfembed-train --recipe dm2_md --set data_dir=/path/to/datasets

@@ -3,6 +3,9 @@
 MobileNet with width multiplier α = 0.25 (~0.3 M weights, ImageNet-initialised, 512-d), taught by
 the ResNet-101 teacher with the relative teacher loss; other settings as ``_distill.paper_001``.
 
+λ is chosen by cross-validation on held-out training classes (``distill.lambda_search``,
+see ``_distill.paper_001``; the choice is in report.json under "selection").
+
 Command:
   tfembed-train --recipe mobilenet025_student_cub --set data_dir=/path/to/datasets
 Expected result (001 Table 5, Recall@1 %):

@@ -3,6 +3,9 @@
 Trains the ResNet-101 teacher, then the ResNet-18 student alone (``ml``) and with the
 relative teacher (``ml+rel``). Paper settings in ``_distill.paper_001``.
 
+λ is chosen by cross-validation on held-out training classes (``distill.lambda_search``,
+see ``_distill.paper_001``; the choice is in report.json under "selection").
+
 Command:
   tfembed-train --recipe rel_teacher_resnet18_cub --set data_dir=/path/to/datasets
 Expected result (001 Table 1, Recall@1 %):
@@ -13,7 +16,8 @@ Smoke run (small CNNs, 2 steps):
 
 from tfembed.configs._distill import PAPER_DISTILL_SMOKE, paper_001
 
-SMOKE = dict(PAPER_DISTILL_SMOKE)
+# The one 001 smoke run whose λ search trains (two values, one step each).
+SMOKE = dict(PAPER_DISTILL_SMOKE, **{"distill.lambda_search.grid": [0.3, 1.0]})
 
 
 def get_config():

@@ -5,6 +5,12 @@ Students: on the labelled half (``@labelled``: ML + KD), on both halves (``@semi
 batches get ML + KD, unlabelled batches, label -1, only KD) and on the unlabelled half alone
 (``@unlabelled``: only KD). Other settings as ``_distill.paper_001``.
 
+λ is chosen by cross-validation on held-out training classes (``distill.lambda_search``,
+see ``_distill.paper_001``; the choice is in report.json under "selection").
+The search keeps this labelled/unlabelled draw: its students see the labelled and unlabelled
+images of the remaining classes, and Recall@1 is measured on the labelled images of the
+held-out classes.
+
 Command:
   tfembed-train --recipe semi_supervised_cub --set data_dir=/path/to/datasets
 Expected result (001 Table 3, Recall@1 %): student/ml@labelled 51.0, ml+abs@labelled 51.7,

@@ -60,6 +60,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "IMAGENET_EXTENSIONS",
     "DEMO_DOMAINS",
+    "DEMO_HFLIP",
     "DATA_DIR_ENV",
 ]
 
@@ -69,6 +70,10 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 #: Small in-memory domains shipped as ``tfembed/data/demo/<name>.npz``.
 DEMO_DOMAINS = ("digits", "fashion", "glyphs")
+#: Augmentation policy of the demo domains (``Domain.hflip``: a mirrored image keeps its class).
+#: Text never flips: a mirrored glyph 'b' is a 'd', a mirrored two-digit "08" reads "80".
+#: Fashion-MNIST garments and shoes mirrored are the same garment or shoe.
+DEMO_HFLIP = {"digits": False, "fashion": True, "glyphs": False}
 #: Environment variable giving :func:`load_domain` its default ``data_dir``.
 DATA_DIR_ENV = "TFEMBED_DATA_DIR"
 
@@ -1091,6 +1096,8 @@ def read_demo(name: str, path: Optional[PathLike] = None) -> Domain:
     ``[N, H, W]`` (grey) or ``[N, H, W, C]``, ``labels``, ``train_classes`` and ``test_classes``.
     Returns splits ``train``/``test`` with images ``[N, H, W, C]`` and labels remapped so that the
     train classes are ``0..n_train-1`` (sorted by original id) and the test classes follow.
+    ``Domain.hflip`` is ``DEMO_HFLIP[name]``: False for the text domains ``digits`` and
+    ``glyphs`` (a mirror image is another class), True otherwise.
     """
     if path is not None:
         p = _abs(path)
@@ -1139,7 +1146,8 @@ def read_demo(name: str, path: Optional[PathLike] = None) -> Domain:
     if dropped:
         logging.warning("demo %s: %d images belong to neither train_classes nor test_classes", name,
                         dropped)
-    return Domain(name=name, splits=splits, num_classes=len(mapping))
+    return Domain(name=name, splits=splits, num_classes=len(mapping),
+                  hflip=DEMO_HFLIP.get(name, True))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ class Split:
       images: ``uint8 [N, H, W, C]`` pixels for in-memory splits (demo domains), else None.
       boxes: optional ``float32 [N, 4]`` bounding boxes ``(x, y, w, h)`` in pixels (CUB, CARS196).
       skipped: ``(path, reason)`` for every listed image that was unreadable and left out.
+      hflip: a mirrored image keeps its class (the augmentation policy of the split's domain,
+        copied from :attr:`Domain.hflip`); the training transforms never flip a split where it
+        is False, whatever their ``flip`` argument.
     """
 
     labels: np.ndarray
@@ -29,6 +32,7 @@ class Split:
     images: Optional[np.ndarray] = None
     boxes: Optional[np.ndarray] = None
     skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    hflip: bool = True
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -52,7 +56,8 @@ class Split:
         indices = np.asarray(indices, np.int64)
         pick = lambda a: None if a is None else a[indices]  # noqa: E731
         return Split(labels=self.labels[indices], paths=pick(self.paths),
-                     images=pick(self.images), boxes=pick(self.boxes), skipped=list(self.skipped))
+                     images=pick(self.images), boxes=pick(self.boxes), skipped=list(self.skipped),
+                     hflip=self.hflip)
 
 
 @dataclasses.dataclass
@@ -64,11 +69,26 @@ class Domain:
       splits: ``{"train": Split, "test": Split}``; In-shop style datasets have
         ``{"train", "query", "gallery"}`` instead of ``"test"``.
       num_classes: number of classes over all splits (labels are ``< num_classes``).
+      hflip: augmentation policy: a mirrored image keeps its class, so a random horizontal flip
+        is a valid training augmentation (DESIGN §6: augmentations must not change a class).
+        False for text (the demo ``digits`` and ``glyphs``: a mirrored 'b' is a 'd', a mirrored
+        "08" reads "80") and for any domain whose mirror image is another class; True for
+        photos of objects (CUB, CARS196, SOP, In-shop, ImageNet...). Copied onto every split
+        (``Split.hflip``) at construction, so each stream built from the splits obeys it.
     """
 
     name: str
     splits: Dict[str, Split]
     num_classes: int
+    hflip: bool = True
+
+    def __post_init__(self):
+        # Splits carry the policy (the pipelines take splits); copies, so that a split shared
+        # with another Domain object keeps that domain's policy.
+        self.hflip = bool(self.hflip)
+        self.splits = {name: split if split.hflip == self.hflip
+                       else dataclasses.replace(split, hflip=self.hflip)
+                       for name, split in self.splits.items()}
 
     @property
     def train(self) -> Split:

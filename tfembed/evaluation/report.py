@@ -18,7 +18,7 @@ import os
 import pathlib
 import uuid
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -226,12 +226,16 @@ def atomic_save(model, path) -> None:
         raise
 
 
-def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bool = True) -> str:
+def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bool = True,
+                 extra: Optional[Mapping] = None) -> str:
     """Writes ``<workdir>/report.json`` = ``{"recipe", "config", "rows"}`` atomically.
 
     ``config`` may be a ConfigDict (anything with ``to_dict``), a dataclass or a dict holding
     tuples, numpy scalars/arrays, paths...; it is converted to plain JSON. Rows must carry
     ``model``, ``domain`` and ``gallery`` (``"domain"`` or ``"fused"``); recalls are fractions.
+    ``extra``: further top-level keys after ``rows`` (e.g. the distill pipeline's
+    ``"selection"``: the cross-validated λ of each student); empty or None adds nothing, and it
+    cannot replace ``recipe``, ``config`` or ``rows``.
     The file appears complete or not at all (temporary file + ``os.replace``). The table of
     ``format_table`` is printed unless ``echo=False``. Returns the path of the report.
     """
@@ -248,6 +252,10 @@ def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bo
               "rows": clean_rows}
     if not isinstance(report["config"], dict):
         raise TypeError(f"config must be a mapping (or have to_dict), got {type(config).__name__}")
+    for key, value in (extra or {}).items():
+        if str(key) in report:
+            raise ValueError(f"report extra key {key!r} would replace the report's own {key!r}")
+        report[str(key)] = _jsonable(value)
     text = json.dumps(report, indent=2, allow_nan=False)
 
     path = os.path.join(os.fspath(workdir), REPORT_FILENAME)

@@ -44,6 +44,8 @@ __all__ = [
     "ArcFaceHead",
     "triplet_hard_loss",
     "TripletHardLoss",
+    "triplet_batch_hard_loss",
+    "TripletBatchHardLoss",
 ]
 
 _INF = float("inf")
@@ -161,6 +163,55 @@ def triplet_hard_loss(labels, embeddings, margin=1.0):
     has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
     valid = tf.logical_and(positive, has_negative)
     hinge = tf.maximum(dist - d_an + margin, 0.0)
+    return tf.math.divide_no_nan(tf.reduce_sum(tf.where(valid, hinge, 0.0)), _count(valid))
+
+
+def triplet_batch_hard_loss(labels, embeddings, margin=0.0):
+    """Batch-hard triplet loss (Hermans et al., 2017): one triplet per anchor.
+
+    For every anchor ``a``, the hardest positive (the farthest ``p != a`` with its label) and the
+    hardest negative (the closest ``n`` with another label); the loss is the mean over anchors of
+    ``max(d(a, p) - d(a, n) + margin, 0)`` with Euclidean (not squared) distances. This is the
+    triplet loss of 001's public code (yulu0724/EmbeddingDistillation, ``losses/triplet.py``:
+    ``TripletLoss(margin=0)``, which the training script builds without a margin), hence the
+    default margin 0. Anchors without a positive or without a negative in the batch are left out
+    of the mean; with no triplet at all the loss is 0. Unlike :func:`triplet_hard_loss` (every
+    positive pair with its hardest negative), each anchor contributes one term.
+
+    Distances go through ``tfembed.ops`` (a root of 0, with a zero gradient, for identical
+    rows); the authors' code takes ``sqrt(max(d², 1e-12))``, which differs by at most 1e-6.
+
+    Args:
+      labels: ``[batch]`` class labels (any dtype; compared by equality).
+      embeddings: ``[batch, dim]`` float embeddings.
+      margin: the triplet margin.
+
+    Returns:
+      A float32 scalar.
+
+    Example:
+
+    >>> labels = tf.constant([0, 0, 1, 1])
+    >>> embeddings = tf.constant([[0.0], [1.0], [0.5], [2.0]])
+    >>> float(triplet_batch_hard_loss(labels, embeddings))  # (0.5 + 0.5 + 1.0 + 0.5) / 4
+    0.625
+    >>> # The farthest positive counts; anchor 3 has no positive and is left out: (1 + 1 + 2) / 3.
+    >>> labels = tf.constant([0, 0, 0, 1])
+    >>> embeddings = tf.constant([[0.0], [1.0], [3.0], [2.0]])
+    >>> round(float(triplet_batch_hard_loss(labels, embeddings)), 4)
+    1.3333
+    """
+    embeddings = ops.as_float32(embeddings)
+    labels = _flat_labels(labels)
+    positive, negative = _pair_masks(labels)
+    dist = ops.pairwise_distances(embeddings)
+    # The mining is the max / min itself: each term's gradient reaches its anchor and the one
+    # positive and negative picked (shared between them on exact ties, as reduce_max does).
+    valid = tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1))
+    # Rows left out get 0 in place of the ±inf fill, so no inf reaches the hinge.
+    d_ap = tf.where(valid, tf.reduce_max(tf.where(positive, dist, -_INF), axis=1), 0.0)
+    d_an = tf.where(valid, tf.reduce_min(tf.where(negative, dist, _INF), axis=1), 0.0)
+    hinge = tf.maximum(d_ap - d_an + margin, 0.0)
     return tf.math.divide_no_nan(tf.reduce_sum(tf.where(valid, hinge, 0.0)), _count(valid))
 
 
@@ -708,6 +759,27 @@ class TripletHardLoss(EmbeddingLoss):
     def __init__(self, margin=1.0, name="triplet_hard_loss", reduction="sum_over_batch_size",
                  dtype=None):
         super().__init__(triplet_hard_loss, name=name, reduction=reduction, dtype=dtype,
+                         margin=margin)
+
+
+@keras.saving.register_keras_serializable(package="tfembed")
+class TripletBatchHardLoss(EmbeddingLoss):
+    """Loss class of `triplet_batch_hard_loss` (``y_true`` = labels, ``y_pred`` = embeddings).
+
+    Args:
+      margin: the triplet margin (0, as in 001's public code).
+      name, reduction, dtype: as for `TripletSemiHardLoss`.
+
+    Example:
+
+    ```python
+    model.compile(optimizer="adam", loss=TripletBatchHardLoss())
+    ```
+    """
+
+    def __init__(self, margin=0.0, name="triplet_batch_hard_loss",
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(triplet_batch_hard_loss, name=name, reduction=reduction, dtype=dtype,
                          margin=margin)
 
 

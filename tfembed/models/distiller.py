@@ -21,7 +21,15 @@ Every term is optional (weight 0 or not configured → not computed at all). Tra
    the all-gathered batch across replicas; feature-level terms (hint, attention, Hinton KD) are
    per-sample means over each replica's slice; the total is scaled for the replica count;
 4. rows labelled ``-1`` are unlabelled (001 §5.2): they get the teacher terms only, never the
-   metric loss or a head loss.
+   metric loss or a head loss;
+5. a head whose ``features`` is ``"fc"`` (``LargeMarginSoftmaxHead``'s default) receives the
+   student's pre-normalisation FC output (layer ``embedding_dense`` of ``build_embedder``), the
+   others the L2-normalised embedding (004 §4: "The large margin softmax loss is directly
+   connected to the fully connected layer. All other losses ... are built upon the L2
+   normalization layer"); Hinton KD's student logits come from that head, on the same input.
+
+``teacher=None`` trains a model with its own losses only (metric loss and heads, no teacher
+term): the distill pipeline trains DarkRank's teacher this way, with the students' heads.
 
 Example:
 
@@ -45,6 +53,9 @@ from tfembed.losses.features import attention_transfer_loss, hint_loss
 from tfembed.losses.teacher import hinton_kd_loss
 from tfembed.models.embedder import feature_model, load_embedder
 from tfembed.models.teacher_cache import TeacherCache, cache_keys
+
+#: The embedder layer whose output (before L2 normalisation) heads with ``features="fc"`` see.
+FC_LAYER = "embedding_dense"
 from tfembed.models.train_utils import (
     Untracked,
     as_loss_fn,
@@ -75,6 +86,15 @@ def _channels_last_shape(tensor, what):
     return shape
 
 
+def _uses_fc(head):
+    """Whether ``head`` takes the pre-normalisation FC output (its ``features`` is ``"fc"``)."""
+    features = getattr(head, "features", "embedding")
+    if features not in ("embedding", "fc"):
+        raise ValueError(f"head {getattr(head, 'name', head)!r}: features must be 'embedding' or "
+                         f"'fc', got {features!r}")
+    return features == "fc"
+
+
 def split_views(inputs):
     """``(teacher_images, student_images)`` of a batch's inputs.
 
@@ -99,7 +119,8 @@ class Distiller(keras.Model):
         (hint/attention need named layers, so a functional model or ``.keras`` file). Or a
         one-domain :class:`TeacherCache` of its embeddings, read by the batch's
         ``(example, view)`` instead of running the teacher (embedding-level terms and Hinton KD
-        only: a cache holds no feature maps for hint/attention).
+        only: a cache holds no feature maps for hint/attention). Or None: no teacher term at
+        all (a model trained with its metric loss and heads, e.g. DarkRank's teacher).
       distill_loss: the embedding-level teacher loss ``fn(teacher_emb, student_emb)``: a
         registered name (``"relative_teacher"``, ``"absolute_teacher"``, ``"direct_match"``,
         ``"darkrank_hard"``, ``"darkrank_soft"``, ``"rkd"``...), a Loss object, a callable, or
@@ -113,12 +134,15 @@ class Distiller(keras.Model):
       attention_layers: pairs for attention transfer; the student's attention map is resized
         to the teacher's spatial size where they differ. attention_weight: κ (Eq. 12).
       heads: ``[(head layer, weight), ...]`` supervised heads owning weights, called as
-        ``head(student_emb, labels) -> loss`` on labelled rows (DarkRank: large-margin softmax
-        ×1, verification ×5). They are trained with the student (not exported).
+        ``head(features, labels) -> loss`` on labelled rows (DarkRank: large-margin softmax
+        ×1, verification ×5), ``features`` being the student's pre-normalisation FC output
+        (layer ``embedding_dense``) for a head whose ``features`` attribute is ``"fc"``, else
+        the student embedding. They are trained with the student (not exported).
       teacher_classifier: frozen layer/model teacher_emb → class logits, for Hinton KD.
       kd_weight, kd_temperature: weight and temperature of Hinton KD between
         ``teacher_classifier(teacher_emb)`` and the logits of the first head with a ``logits``
-        method (e.g. ``LargeMarginSoftmaxHead``); weight 0 switches it off.
+        method (e.g. ``LargeMarginSoftmaxHead``, on its input: the FC output); weight 0
+        switches it off.
       global_batch: compute the embedding-level terms on the all-gathered batch under
         ``tf.distribute`` (the papers' batch), instead of each replica's slice.
       name: model name.
@@ -141,7 +165,9 @@ class Distiller(keras.Model):
         self.student = load_embedder(student)
         self._teacher_source = teacher if isinstance(teacher, str) else None
         self.teacher_cache = teacher if isinstance(teacher, TeacherCache) else None
-        if self.teacher_cache is not None:
+        if teacher is None:
+            self.teacher = None
+        elif self.teacher_cache is not None:
             if self.teacher_cache.num_domains != 1 or self.teacher_cache.table(0) is None:
                 raise ValueError(f"a Distiller has one teacher; this TeacherCache holds "
                                  f"{self.teacher_cache.num_domains} domains")
@@ -158,6 +184,15 @@ class Distiller(keras.Model):
         self.metric_weight = float(metric_weight)
         self._metric_fn = (as_loss_fn(metric_loss)
                            if metric_loss is not None and self.metric_weight else None)
+        if teacher is None:
+            wanted = [name for name, on in (
+                ("distill_loss", self._distill_fn is not None),
+                ("hint_layers", bool(hint_layers) and float(hint_weight)),
+                ("attention_layers", bool(attention_layers) and float(attention_weight)),
+                ("kd_weight", float(kd_weight))) if on]
+            if wanted:
+                raise ValueError(f"teacher=None trains without a teacher, but {', '.join(wanted)} "
+                                 "needs one")
         if self._distill_fn is not None:
             self._check_embedding_dims(distill_loss)
 
@@ -172,15 +207,16 @@ class Distiller(keras.Model):
             raise ValueError("hint and attention transfer need the teacher's feature maps, which "
                              "a TeacherCache does not hold; use the live teacher")
         self._num_hint = len(active_hint)
+        self.heads = [head for head, _ in heads or []]
+        self.head_weights = [float(w) for _, w in heads or []]
+        self._fc_heads = [_uses_fc(head) for head in self.heads]
         self._build_feature_models()
         self.hint_adapters = self._build_adapters(active_hint)
 
-        self.heads = [head for head, _ in heads or []]
-        self.head_weights = [float(w) for _, w in heads or []]
         dim = output_dim(self.student)
-        for head in self.heads:
+        for head, fc in zip(self.heads, self._fc_heads):
             if not head.built:
-                head.build((None, dim))
+                head.build((None, self._fc_dim if fc else dim))
         self.teacher_classifier = (None if teacher_classifier is None
                                    else freeze(teacher_classifier))
         self.kd_weight = float(kd_weight)
@@ -232,18 +268,34 @@ class Distiller(keras.Model):
                              f"teacher's {t}-d with the student's {s}-d embeddings: {e}") from e
 
     def _build_feature_models(self):
-        if not self._feature_pairs:
-            self._models = Untracked(teacher=self.teacher, student=self.student)
-            return
+        # The student model returns [feature maps..., FC output (if a head needs it), embedding];
+        # the teacher model [feature maps..., embedding]. Without extra outputs each is the
+        # plain embedder.
+        self._fc_dim = None
+        student_layers = [s for _, s in self._feature_pairs]
+        if any(self._fc_heads):
+            if FC_LAYER not in {layer.name for layer in self.student.layers}:
+                raise ValueError(
+                    f"heads {[h.name for h, fc in zip(self.heads, self._fc_heads) if fc]} take "
+                    f"the student's pre-normalisation FC output (features='fc'), layer "
+                    f"{FC_LAYER!r} of build_embedder, which model {self.student.name!r} does "
+                    "not have; build the student with build_embedder or give the heads "
+                    "features='embedding'")
+            student_layers.append(FC_LAYER)
+            self._fc_dim = self.student.get_layer(FC_LAYER).output.shape[-1]
         # feature_model names the available layers when one is missing (a SavedModel teacher
         # has none: hint/attention need a functional model or a .keras file).
-        teacher_fm = freeze(feature_model(self.teacher, [t for t, _ in self._feature_pairs]))
-        student_fm = feature_model(self.student, [s for _, s in self._feature_pairs])
+        teacher_fm = (freeze(feature_model(self.teacher, [t for t, _ in self._feature_pairs]))
+                      if self._feature_pairs else self.teacher)
+        student_fm = (feature_model(self.student, student_layers) if student_layers
+                      else self.student)
         self._models = Untracked(teacher=teacher_fm, student=student_fm)
+        if not self._feature_pairs:
+            return
         self._teacher_shapes = [_channels_last_shape(o, f"teacher layer {t!r}") for o, (t, _) in
                                 zip(teacher_fm.outputs[:-1], self._feature_pairs)]
         self._student_shapes = [_channels_last_shape(o, f"student layer {s!r}") for o, (_, s) in
-                                zip(student_fm.outputs[:-1], self._feature_pairs)]
+                                zip(student_fm.outputs, self._feature_pairs)]
 
     def _build_adapters(self, hint_pairs):
         adapters = []
@@ -288,9 +340,16 @@ class Distiller(keras.Model):
 
     def _run(self, model, images, training):
         outputs = model(images, training=training)
-        if not self._feature_pairs:
+        if not isinstance(outputs, (list, tuple)):
             return [], tf.cast(outputs, tf.float32)
         return list(outputs[:-1]), tf.cast(outputs[-1], tf.float32)
+
+    def student_outputs(self, images, training=False):
+        """``(feature maps, FC output or None, embedding)`` of the student on ``images``; the FC
+        output (layer ``embedding_dense``, before L2 normalisation) only when a head takes it."""
+        maps, emb = self._run(self._models.student, images, training=training)
+        fc = tf.cast(maps.pop(), tf.float32) if any(self._fc_heads) else None
+        return maps, fc, emb
 
     def teacher_outputs(self, inputs):
         """``(teacher feature maps, teacher embedding)``; inference mode, no gradient."""
@@ -316,16 +375,20 @@ class Distiller(keras.Model):
 
         return tf.cond(count >= 2, compute, lambda: tf.constant(0.0))
 
-    def _terms(self, teacher_maps, teacher, student_maps, student, labels):
+    def _terms(self, teacher_maps, teacher, student_maps, student, labels, student_fc=None):
         terms = {}
+        if any(self._fc_heads) and student_fc is None:
+            raise ValueError("heads with features='fc' need the student's FC output "
+                             "(student_fc; see student_outputs)")
         if self.global_batch:
-            present = [t for t in (teacher, student, labels) if t is not None]
+            present = [t for t in (teacher, student, labels, student_fc) if t is not None]
             gathered = iter(gather_replicas(*present) if len(present) > 1
                             else [gather_replicas(*present)])
-            g_teacher, g_student, g_labels = (None if t is None else next(gathered)
-                                              for t in (teacher, student, labels))
+            g_teacher, g_student, g_labels, g_fc = (
+                None if t is None else next(gathered)
+                for t in (teacher, student, labels, student_fc))
         else:
-            g_teacher, g_student, g_labels = teacher, student, labels
+            g_teacher, g_student, g_labels, g_fc = teacher, student, labels, student_fc
         if g_labels is not None:
             g_labels = tf.cast(tf.reshape(g_labels, [-1]), tf.int32)
         if self._metric_fn is not None:
@@ -333,9 +396,9 @@ class Distiller(keras.Model):
                                     if g_labels is not None else tf.constant(0.0))
         if self._distill_fn is not None:
             terms["distill_loss"] = tf.cast(self._distill_fn(g_teacher, g_student), tf.float32)
-        for head in self.heads:
+        for head, fc in zip(self.heads, self._fc_heads):
             terms[head.name] = (self._labelled_term(lambda l, e, h=head: h(e, l), g_labels,
-                                                    g_student)
+                                                    g_fc if fc else g_student)
                                 if g_labels is not None else tf.constant(0.0))
         if self._num_hint:
             total = 0.0
@@ -355,8 +418,10 @@ class Distiller(keras.Model):
         if self._logits_head is not None:
             t_logits = tf.stop_gradient(tf.cast(self.teacher_classifier(teacher, training=False),
                                                 tf.float32))
-            terms["kd_loss"] = hinton_kd_loss(t_logits, self._logits_head.logits(student),
-                                              temperature=self.kd_temperature)
+            fc = self._fc_heads[self.heads.index(self._logits_head)]
+            terms["kd_loss"] = hinton_kd_loss(
+                t_logits, self._logits_head.logits(student_fc if fc else student),
+                temperature=self.kd_temperature)
         return terms
 
     def _weighted_total(self, terms):
@@ -374,9 +439,8 @@ class Distiller(keras.Model):
         _, student_images = split_views(x)
         weights = self._student_variables()
         with tf.GradientTape() as tape:
-            student_maps, student = self._run(self._models.student, student_images,
-                                              training=True)
-            terms = self._terms(teacher_maps, teacher, student_maps, student, y)
+            student_maps, fc, student = self.student_outputs(student_images, training=True)
+            terms = self._terms(teacher_maps, teacher, student_maps, student, y, fc)
             loss = self._weighted_total(terms)
             # Embedding-level terms are the same global loss on every replica (after the
             # gather) and feature-level terms are per-replica means: dividing by the replica
@@ -390,8 +454,8 @@ class Distiller(keras.Model):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         teacher_maps, teacher = self.teacher_outputs(x)
         _, student_images = split_views(x)
-        student_maps, student = self._run(self._models.student, student_images, training=False)
-        terms = self._terms(teacher_maps, teacher, student_maps, student, y)
+        student_maps, fc, student = self.student_outputs(student_images, training=False)
+        terms = self._terms(teacher_maps, teacher, student_maps, student, y, fc)
         return update_trackers(self._trackers, self._weighted_total(terms), terms)
 
     def predict_step(self, data):
@@ -428,6 +492,8 @@ class Distiller(keras.Model):
                 raise ValueError("an in-memory TeacherCache cannot be serialized: save() it, or "
                                  "save the student alone")
             return {"teacher_cache": self.teacher_cache.directory}
+        if self.teacher is None:
+            return None
         return self._teacher_source or keras.saving.serialize_keras_object(self.teacher)
 
     @classmethod
@@ -438,7 +504,7 @@ class Distiller(keras.Model):
         teacher = config.pop("teacher")
         if isinstance(teacher, Mapping) and "teacher_cache" in teacher:
             teacher = TeacherCache.load(teacher["teacher_cache"])
-        elif not isinstance(teacher, str):
+        elif teacher is not None and not isinstance(teacher, str):
             teacher = keras.saving.deserialize_keras_object(teacher)
         for key in ("distill_loss", "metric_loss"):
             config[key] = deserialize_loss(config[key])

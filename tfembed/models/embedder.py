@@ -218,6 +218,7 @@ def load_embedder(path, compile=False):
             pass
         if compile:
             import tfembed.losses  # noqa: F401  (registers the loss classes)
+            import tfembed.optimizers  # noqa: F401  (registers CoupledSGD / CoupledAdam)
         return keras.models.load_model(path, compile=compile)
     raise ValueError(f"Cannot load an embedder from {path!r}: expected an existing .keras file or "
                      "a SavedModel directory (containing saved_model.pb)")

@@ -41,7 +41,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfembed.data.preprocess import check_teacher_views, teacher_view_dataset
+from tfembed.data.preprocess import (
+    check_crop,
+    check_teacher_views,
+    split_flips,
+    teacher_view_dataset,
+)
 
 FORMAT = 1
 
@@ -152,16 +157,25 @@ class TeacherCache:
     # ------------------------------------------------------------------------------ compute
 
     @staticmethod
-    def describe(teachers, splits, teacher_views, *, image_size, resize_size, flip=True, seed=0,
-                 crop_boxes=False, domain_names=None) -> dict:
+    def describe(teachers, splits, teacher_views, *, image_size, resize_size, flip=True,
+                 crop="resize_crop", crop_scale=None, crop_ratio=None, crop_resize_range=None,
+                 seed=0, crop_boxes=False, domain_names=None) -> dict:
         """What a cache of these teachers and splits holds: the ``meta.json`` it must match."""
+        mode, scale, ratio, resize_range = check_crop(crop, crop_scale, crop_ratio,
+                                                      crop_resize_range)
+        # Only the ranges the mode uses (JSON lists, as meta.json reads back).
+        crop_meta = {"mode": mode, **({"scale": list(scale), "ratio": list(ratio)}
+                                      if mode == "random_resized" else {}),
+                     **({"resize_range": list(resize_range)}
+                        if mode == "multi_resolution" else {})}
         return {
             "format": FORMAT,
             "teacher_views": check_teacher_views(teacher_views),
-            # The fixed views depend on the seed and the transform; the eval view does not
-            # depend on the seed or flip.
+            # The fixed views depend on the seed and the transform (the flip per domain: its
+            # policy and the recipe's switch; the crop mode); the eval view on neither.
             "seed": int(seed) if teacher_views else None,
-            "flip": bool(flip) if teacher_views else None,
+            "flip": split_flips(splits, flip) if teacher_views else None,
+            "crop": crop_meta if teacher_views else None,
             "image_size": int(image_size), "resize_size": int(resize_size),
             "crop_boxes": bool(crop_boxes),
             "domains": [{"name": str(domain_names[d]) if domain_names else f"domain{d}",
@@ -172,21 +186,27 @@ class TeacherCache:
 
     @classmethod
     def compute(cls, teachers, splits, teacher_views, *, image_size, resize_size, flip=True,
+                crop="resize_crop", crop_scale=None, crop_ratio=None, crop_resize_range=None,
                 seed=0, crop_boxes=False, batch_size=128, domain_names=None, meta=None):
         """Runs every teacher (inference mode) over every ``(example, view)`` of its split.
 
         Args:
           teachers: one frozen embedder per domain (None: no teacher for that domain).
           splits: the matching training splits (``Split``), the ones the stream samples.
-          teacher_views, image_size, resize_size, flip, seed, crop_boxes: as given to
-            :func:`tfembed.data.training_batches` for the training stream.
+          teacher_views, image_size, resize_size, flip, crop, crop_scale, crop_ratio,
+            crop_resize_range, seed, crop_boxes: as given to
+            :func:`tfembed.data.training_batches` for the training stream (``flip``: a bool or
+            one per split; a split whose ``hflip`` is False is never flipped).
           batch_size: teacher batch size.
         """
         if len(teachers) != len(splits):
             raise ValueError(f"{len(teachers)} teachers for {len(splits)} splits")
+        crop_kw = dict(crop=crop, crop_scale=crop_scale, crop_ratio=crop_ratio,
+                       crop_resize_range=crop_resize_range)
         meta = meta or cls.describe(teachers, splits, teacher_views, image_size=image_size,
                                     resize_size=resize_size, flip=flip, seed=seed,
-                                    crop_boxes=crop_boxes, domain_names=domain_names)
+                                    crop_boxes=crop_boxes, domain_names=domain_names, **crop_kw)
+        flips = split_flips(splits, flip)
         views = max(int(teacher_views), 1)
         tables = []
         for d, (teacher, split) in enumerate(zip(teachers, splits)):
@@ -194,8 +214,8 @@ class TeacherCache:
                 tables.append(None)
                 continue
             ds = teacher_view_dataset(split, teacher_views, batch_size, image_size=image_size,
-                                      resize_size=resize_size, flip=flip, seed=seed,
-                                      crop_boxes=crop_boxes)
+                                      resize_size=resize_size, flip=flips[d], seed=seed,
+                                      crop_boxes=crop_boxes, **crop_kw)
             forward = tf.function(lambda x, t=teacher: tf.cast(t(x, training=False), tf.float32))
             emb = np.concatenate([forward(batch).numpy() for batch in ds])
             tables.append(emb.reshape(len(split), views, -1))

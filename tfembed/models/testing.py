@@ -22,11 +22,15 @@ RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 def _randomise_batchnorm(model, rng):
     # Fresh BatchNorm layers hold mean 0 / variance 1, which would hide a swapped mean and
     # variance (or gamma and beta) in a port; random statistics expose it.
+    draws = {"gamma": lambda n: rng.uniform(0.5, 1.5, n), "beta": lambda n: rng.normal(0, 0.1, n),
+             "moving_mean": lambda n: rng.normal(0, 0.1, n),
+             "moving_variance": lambda n: rng.uniform(0.5, 1.5, n)}
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            shapes = [w.shape for w in layer.get_weights()]
-            layer.set_weights([rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, 0.1, shapes[1]),
-                               rng.normal(0, 0.1, shapes[2]), rng.uniform(0.5, 1.5, shapes[3])])
+            for attr, draw in draws.items():
+                variable = getattr(layer, attr, None)  # no gamma with scale=False (Inception)
+                if variable is not None:
+                    variable.assign(draw(variable.shape).astype(np.float32))
 
 
 def write_keras_resnet_preset(directory, architecture="resnet18", seed=0, mean=None, std=None):

@@ -6,14 +6,16 @@ writes it into the epoch's ``logs``, so it lands in ``History``, in any callback
 own JSON-able ``history`` (the per-domain curves of paper 000 Fig. 2(a)).
 """
 
+import json
 import math
+import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfembed.evaluation.report import atomic_save
+from tfembed.evaluation.report import atomic_save, atomic_write
 from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 
 
@@ -42,6 +44,11 @@ class RecallAtKCallback(keras.callbacks.Callback):
         per domain (DESIGN §4) when ``fused=True``.
       ks: the k values.
       every_n_epochs: evaluate after epochs ``n-1, 2n-1, ...`` (0-based), i.e. every n-th epoch.
+      every_n_steps: if > 0, evaluate after training steps ``n, 2n, ...`` (global steps, counted
+        across ``fit`` calls and resumes: see ``resume_at``) instead of at epoch ends.
+      history_path: if given, ``history`` is written there (JSON, atomically) after every
+        evaluation and read back by ``resume_at``, so a resumed run keeps the evaluations made
+        before the interruption.
       prefix: prepended to every log key.
       fused: also evaluate each domain against the fused gallery of all domains
         (``tfembed.evaluation.fused_recall``).
@@ -52,7 +59,8 @@ class RecallAtKCallback(keras.callbacks.Callback):
     ``f"{prefix}{d}_fused_recall@{k}"``; and ``f"{prefix}recall@{k}"`` (and
     ``f"{prefix}fused_recall@{k}"``), the mean over domains, handy as a ``monitor`` for checkpoints
     and early stopping. ``history`` is a list of ``{"epoch": e, key: value, ...}``, one per
-    evaluated epoch (plain Python numbers, JSON-serialisable).
+    evaluation: ``{"step": s, "epoch": e, key: value, ...}`` (``epoch`` in the per-epoch
+    schedule only; plain Python numbers, JSON-serialisable).
 
     Under ``tf.distribute`` (e.g. ``MirroredStrategy``) the forward pass reads the mirrored
     weights in cross-replica context, on one device; evaluation sets are small enough that this
@@ -61,12 +69,15 @@ class RecallAtKCallback(keras.callbacks.Callback):
 
     def __init__(self, eval_sets: Mapping[str, object], ks: Sequence[int] = (1, 2, 4, 8),
                  every_n_epochs: int = 1, prefix: str = "val_", fused: bool = False,
-                 embed_fn: Optional[Callable] = None):
+                 embed_fn: Optional[Callable] = None, every_n_steps: int = 0,
+                 history_path: Optional[str] = None):
         super().__init__()
         if not eval_sets:
             raise ValueError("eval_sets is empty")
         if int(every_n_epochs) < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        if int(every_n_steps) < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
         self.eval_sets = {}
         for name, entry in eval_sets.items():
             if isinstance(entry, (tuple, list)):
@@ -80,7 +91,11 @@ class RecallAtKCallback(keras.callbacks.Callback):
         self.prefix = prefix
         self.fused = bool(fused)
         self.embed_fn = embed_fn
+        self.every_n_steps = int(every_n_steps)
+        self.history_path = history_path
         self.history: List[Dict[str, float]] = []
+        self.step = 0   # global training step (fit_for_steps sets the resumed one: resume_at)
+        self._evaluate_on_begin = False
         self._forward = None
         self._forward_model = None
 
@@ -141,15 +156,48 @@ class RecallAtKCallback(keras.callbacks.Callback):
                 values[f"{self.prefix}fused_recall@{k}"] = float(np.mean(vs))
         return values
 
+    def _record(self, values, **where):
+        entry = {"step": int(self.step), **where}
+        entry.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
+        self.history.append(entry)
+        if self.history_path:
+            text = json.dumps(self.history)
+            atomic_write(self.history_path, lambda f: f.write(text))
+
+    def resume_at(self, step):
+        """Sets the global step of a resumed run (``fit_for_steps`` calls it after restoring).
+
+        With ``history_path``, the evaluations saved there up to ``step`` become ``history``
+        (later ones belong to steps the resumed run trains again). In the per-step schedule, an
+        evaluation due at ``step`` that the interruption prevented (killed between the
+        checkpoint and the evaluation) runs at the start of the next ``fit``, on the restored
+        weights: the same model.
+        """
+        self.step = int(step)
+        if self.history_path and os.path.exists(self.history_path):
+            with open(self.history_path) as f:
+                self.history = [h for h in json.load(f) if int(h["step"]) <= self.step]
+        self._evaluate_on_begin = bool(
+            self.every_n_steps and self.step and self.step % self.every_n_steps == 0
+            and not any(int(h["step"]) == self.step for h in self.history))
+
+    def on_train_begin(self, logs=None):
+        if self._evaluate_on_begin:
+            self._evaluate_on_begin = False
+            self._record(self.evaluate())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every_n_steps and self.step % self.every_n_steps == 0:
+            self._record(self.evaluate())
+
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_n_epochs:
+        if self.every_n_steps or (epoch + 1) % self.every_n_epochs:
             return
         values = self.evaluate()
         if logs is not None:
             logs.update(values)
-        entry = {"epoch": int(epoch)}
-        entry.update({k: (v if math.isfinite(v) else None) for k, v in values.items()})
-        self.history.append(entry)
+        self._record(values, epoch=int(epoch))
 
 
 class SaveStudent(keras.callbacks.Callback):

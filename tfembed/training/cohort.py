@@ -6,7 +6,9 @@ Methods (``cohort.methods``), the rows of 003 Table 1:
 * ``independent``  L members trained side by side, no relation transfer (λ = 0);
 * ``md``           + relation transfer (model diversity only: the members' projections differ);
 * ``md+td``        + temporal diversity (member l updates with probability p_l);
-* ``md+vd``        + view diversity (member l sees its own crop and flip of the batch);
+* ``md+vd``        + view diversity (member l sees its own crop and flip of the batch:
+  ``train.crop`` — 003's HORDE crops, ``multi_resolution``, in the paper recipes — and the flip
+  where the domain allows it, ``Domain.hflip``);
 * ``md+td+vd``     all three: DM².
 
 A ``->rkd`` suffix (``md+td+vd->rkd``) also distills the trained cohort's ensemble into a fresh
@@ -35,6 +37,7 @@ from tfembed.training.specialist import (
     eval_sets,
     fit_for_steps,
     make_optimizer,
+    train_transform_kwargs,
 )
 
 DIVERSITIES = ("md", "td", "vd")
@@ -187,13 +190,15 @@ def build_cohort(method, config, num_classes, pretrained=None):
 
 
 def training_data(domain, config, method, start_step=0):
+    """The cohort's stream; with view diversity each member gets its own draw of the training
+    transform (``train.crop``: 003's HORDE-style crops in the paper recipes; the flip where the
+    domain allows it)."""
     used, _ = parse_method(method)
-    m, t = config.model, config.train
+    t = config.train
     views = int(config.cohort.size) if "vd" in used else None
     return training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
-                            image_size=int(m.image_size), resize_size=int(m.resize_size),
-                            flip=bool(t.flip), seed=int(config.seed), views=views,
-                            start_step=start_step)
+                            seed=int(config.seed), views=views, start_step=start_step,
+                            **train_transform_kwargs(config, [domain]))
 
 
 def train_cohort(method, domain, config, run_dir, num_classes, pretrained=None):
@@ -229,9 +234,8 @@ def distill_rkd(cohort, domain, config, run_dir, strategy):
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
     ds = functools.partial(training_batches, [domain.train], int(t.classes_per_batch),
-                           int(t.images_per_class), image_size=int(m.image_size),
-                           resize_size=int(m.resize_size), flip=bool(t.flip),
-                           seed=int(config.seed) + 1)
+                           int(t.images_per_class), seed=int(config.seed) + 1,
+                           **train_transform_kwargs(config, [domain]))
     fit_for_steps(distiller, ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
                   what=f"RKD-DA student of {cohort.name}",
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),

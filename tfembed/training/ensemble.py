@@ -9,9 +9,19 @@ Methods (``ensemble.methods``):
 
 Every method trains one model on the recipe's domain (``train`` block: the metric loss, the
 optimizer, the step budget; ``ensemble.sampler``: the paper's pair batches or c×k batches) and
-gives two report rows: ``<method>/ensemble`` (the concatenated embedding) and
-``<method>/learners``: the mean Recall@K of the M learners on their own (each learner's slice of
-the ensemble embedding), with the spread across learners as ``recall@k_std``.
+gives three report rows: ``<method>/ensemble`` (the concatenated embedding of the final model)
+and ``<method>/learners``: the mean Recall@K of the M learners on their own (each learner's slice
+of the ensemble embedding), with the spread across learners as ``recall@k_std``, both with
+``"selection": "final"`` and the final ``step``; and ``<method>/ensemble@best``, ``"selection":
+"best_of_evals"``: the ensemble's Recall@K at the evaluation with the highest R@1 (its ``step``;
+``evaluations``: how many there were, the final model's included). 002 §4 evaluates "after every
+1000 iteration and report[s] the results for the iteration with highest Recall@1"
+(``ensemble.eval_every_steps``, 1000 in the paper recipes). That selects on the test set, so the
+``@best`` row is optimistic; the ``final`` rows are the held-out result.
+
+The evaluations (step → Recall@K) are kept beside the training checkpoint
+(``<run_dir>/backup/recall_history.json``, so a resumed run keeps those made before the
+interruption) and collected per method in ``<workdir>/diagnostics/recall_history.json``.
 
 Diagnostics in ``<workdir>/diagnostics/``: ``similarity_histograms`` (002 Fig. 5: cosine
 similarity of positive, negative and self pairs, one panel per method) and, for ABE methods,
@@ -19,6 +29,7 @@ similarity of positive, negative and self pairs, one panel per method) and, for 
 """
 
 import functools
+import json
 import os
 import re
 
@@ -28,7 +39,7 @@ from absl import logging
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.evaluation import ensemble_diagnostics as ens_diag
 from tfembed.evaluation.diagnostics import write_diagnostics_index
-from tfembed.evaluation.report import atomic_save, recall_rows
+from tfembed.evaluation.report import atomic_save, atomic_write, recall_rows
 from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.losses import get_loss
 from tfembed.models import build_attention_ensemble, build_multihead_ensemble
@@ -39,10 +50,12 @@ from tfembed.training.specialist import (
     eval_sets,
     fit_for_steps,
     make_optimizer,
+    train_transform_kwargs,
 )
 
 _METHOD = re.compile(r"^(abe|mheads)(\d+)(_nodiv|_div)?$")
 SAMPLERS = ("pairs", "classes")
+HISTORY_FILENAME = "recall_history.json"   # the evaluations (step → Recall@K) of a method
 
 
 def parse_method(method):
@@ -70,6 +83,11 @@ def check_config(config):
                              f"its {m} learners")
     if e.sampler not in SAMPLERS:
         raise ValueError(f"ensemble.sampler must be one of {SAMPLERS}, got {e.sampler!r}")
+    if int(e.eval_every_steps) < 1:
+        raise ValueError(f"ensemble.eval_every_steps must be >= 1, got {e.eval_every_steps!r}")
+    if 1 not in [int(k) for k in config.eval.ks]:
+        raise ValueError(f"eval.ks must contain 1 (the best evaluation is chosen by R@1), got "
+                         f"{list(config.eval.ks)}")
     unknown = [m for m in e.get("export", []) if m not in e.methods]
     if unknown:
         raise ValueError(f"ensemble.export names {unknown}, not in ensemble.methods {list(e.methods)}")
@@ -113,32 +131,38 @@ def batch_size(config):
 def training_data(domain, config, start_step=0):
     """The paper's pair batches (32 anchors + 16 positive / 16 negative partners) or c×k, from
     batch ``start_step`` on."""
-    mc, t, e = config.model, config.train, config.ensemble
+    t, e = config.train, config.ensemble
     pairs = (int(e.pair_anchors), int(e.pair_positives)) if e.sampler == "pairs" else None
     ds = training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
-                          image_size=int(mc.image_size), resize_size=int(mc.resize_size),
-                          flip=bool(t.flip), seed=int(config.seed), pairs=pairs,
-                          start_step=start_step)
+                          seed=int(config.seed), pairs=pairs, start_step=start_step,
+                          **train_transform_kwargs(config, [domain]))
     return ds
 
 
 def train_ensemble(method, domain, config, run_dir, strategy):
     """Trains (or resumes) one method's model; saves ``<run_dir>/model.keras``.
 
-    Returns ``(model, recall_history)``.
+    Returns ``(model, history, final_step)``: ``history`` is the ensemble's Recall@K every
+    ``ensemble.eval_every_steps`` steps, ``[{"step": s, "recall@k": ...}]`` (before a resume
+    too: it is saved in ``<run_dir>/backup/``), ``final_step`` the step of the final model.
     """
     os.makedirs(run_dir, exist_ok=True)
     with strategy.scope():
         model = build_ensemble(method, config)
         model.compile(optimizer=make_optimizer(config.train), **compile_kwargs(config))
-    recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),
-                               every_n_epochs=int(config.eval.every_n_epochs))
+    ks = tuple(int(k) for k in config.eval.ks)
+    recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=ks,
+                               every_n_steps=int(config.ensemble.eval_every_steps),
+                               history_path=os.path.join(run_dir, "backup", HISTORY_FILENAME))
     fit_for_steps(model, functools.partial(training_data, domain, config),
                   int(config.train.steps), int(config.train.steps_per_epoch), run_dir,
                   recall, what=f"{method} on {domain.name}", batch_size=batch_size(config),
                   checkpoint_every=checkpoint_every(config))
     atomic_save(model, os.path.join(run_dir, "model.keras"))
-    return model, recall.history
+    history = [{"step": int(h["step"]),
+                **{f"recall@{k}": h.get(f"{recall.prefix}{domain.name}_recall@{k}") for k in ks}}
+               for h in recall.history]
+    return model, history, recall.step
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -149,16 +173,18 @@ def learner_slices(embeddings, num_learners):
     return np.transpose(embeddings.reshape(n, num_learners, d // num_learners), (1, 0, 2))
 
 
-def ensemble_rows(method, domain_name, embedded, ks):
-    """``<method>/ensemble`` and ``<method>/learners`` rows from the embedded evaluation split.
+def ensemble_rows(method, domain_name, embedded, ks, step=None):
+    """``<method>/ensemble`` and ``<method>/learners`` rows of the final model (``"selection":
+    "final"``, and ``step`` when given) from the embedded evaluation split.
 
     ``embedded``: ``(query_emb, query_labels, gallery_emb | None, gallery_labels | None)``.
     """
     _, m, _ = parse_method(method)
     q, ql, g, gl = embedded
+    final = {"selection": "final", **({} if step is None else {"step": int(step)})}
     rows = [recall_rows(f"{method}/ensemble", domain_name, "domain",
                         recall_at_k(q, ql, ks, gallery_embeddings=g, gallery_labels=gl),
-                        learners=m)]
+                        learners=m, **final)]
     qs = learner_slices(q, m)
     gs = learner_slices(g, m) if g is not None else [None] * m
     per_learner = [recall_at_k(qs[i], ql, ks, gallery_embeddings=gs[i], gallery_labels=gl)
@@ -166,8 +192,52 @@ def ensemble_rows(method, domain_name, embedded, ks):
     mean = {k: float(np.mean([r[k] for r in per_learner])) for k in ks}
     std = {f"recall@{k}_std": float(np.std([r[k] for r in per_learner])) for k in ks}
     rows.append(recall_rows(f"{method}/learners", domain_name, "domain", mean, learners=m,
-                            **std))
+                            **std, **final))
     return rows
+
+
+# ------------------------------------------------------------ best over evaluations (002 §4)
+
+def evaluation_curve(history, final_row):
+    """``history`` (``train_ensemble``'s) with the final model's ``<method>/ensemble`` row as
+    the entry of its step (one evaluation of the final model, the report's): every evaluation's
+    ``{"step", "recall@k"...}``, by step."""
+    final = int(final_row["step"])
+    recalls = {k: v for k, v in final_row.items() if k.startswith("recall@") and "_" not in k}
+    return [dict(h) for h in history if int(h["step"]) < final] + [{"step": final, **recalls}]
+
+
+def best_of_evals_row(method, domain_name, curve):
+    """``<method>/ensemble@best``: the evaluation of ``curve`` with the highest R@1 (the
+    latest of equals, so a tie with the final model is the final model), ``"selection":
+    "best_of_evals"``, its ``step`` and the number of ``evaluations``."""
+    _, m, _ = parse_method(method)
+    best = max(curve, key=lambda e: (-1.0 if e.get("recall@1") is None else e["recall@1"],
+                                     e["step"]))
+    recalls = {int(k.split("@")[1]): v for k, v in best.items() if k.startswith("recall@")}
+    return recall_rows(f"{method}/ensemble@best", domain_name, "domain", recalls, learners=m,
+                       selection="best_of_evals", step=int(best["step"]),
+                       evaluations=len(curve))
+
+
+def best_of_evals_notes(rows):
+    """One line per ``@best`` row, for under the printed table: what it is and its step."""
+    return "\n".join(
+        f"{r['model']}: the best R@1 of {r['evaluations']} evaluations (step {r['step']}), "
+        "selected on the test set as 002 does: optimistic; the 'final' rows are the held-out "
+        "result" for r in rows if r.get("selection") == "best_of_evals")
+
+
+def write_history(workdir, domain_name, curves):
+    """``<workdir>/diagnostics/recall_history.json``: ``{"domain", "note", "methods": {method:
+    [{"step", "recall@k"...}]}}``, the curves to plot (atomically). Returns the path."""
+    path = os.path.join(workdir, "diagnostics", HISTORY_FILENAME)
+    text = json.dumps({"domain": domain_name,
+                       "note": "Recall@K of each method's ensemble embedding at every evaluation "
+                               "(test split); the last entry is the final model",
+                       "methods": curves}, indent=2, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text + "\n"))
+    return path
 
 
 # --------------------------------------------------------------------------------- diagnostics

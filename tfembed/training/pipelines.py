@@ -253,7 +253,11 @@ def run_distill(config, workdir):
     domain = domains[0]
     d = config.distill
     ks = tuple(config.eval.ks)
-    rows, students = [], {}
+    rows, students, selection = [], {}, {}
+
+    def report(echo=False):   # report.json, with the λ choices once there are some
+        write_report(workdir, config.recipe, config.to_dict(), rows, echo=echo,
+                     extra={"selection": selection} if selection else None)
 
     def evaluate(name, model, model_cfg, view):
         start = time.time()
@@ -266,7 +270,7 @@ def run_distill(config, workdir):
             x, y = (q, ql) if g is None else (np.concatenate([q, g]), np.concatenate([ql, gl]))
             new[0].update(nmi_f1(x, y, seed=int(config.seed)))
         rows.extend(new)
-        write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+        report()
         logging.info("evaluated %s in %.1f s", name, time.time() - start)
 
     teachers = list(config.get("teachers", []) or [])
@@ -275,9 +279,9 @@ def run_distill(config, workdir):
             raise ValueError(f"the distill pipeline takes one teacher, got {teachers}")
         teacher = load_embedder(teachers[0])
     else:
-        teacher, _ = train_specialist(
-            distill_lib.teacher_domain(domain, config), distill_lib.teacher_config(config),
-            os.path.join(workdir, "teacher"), strategy, name="teacher")
+        # A plain specialist, or with distill.teacher_heads the students' heads too (004).
+        teacher, _ = distill_lib.train_teacher(domain, config, os.path.join(workdir, "teacher"),
+                                               strategy)
     evaluate(f"teacher/{config.teacher.backbone}", teacher, config.teacher,
              distill_lib.teacher_view(config))
     classifier = None
@@ -285,15 +289,21 @@ def run_distill(config, workdir):
         classifier = distill_lib.fit_teacher_classifier(
             teacher, distill_lib.teacher_domain(domain, config).train, config,
             distill_lib.num_train_classes(domain.train))
+    # distill.lambda_search: λ by cross-validation on held-out training classes (001 §4).
+    search = distill_lib.LambdaSearch(domain, teacher, config, workdir, strategy, classifier)
     for method in d.methods:
         name = distill_lib.row_name(method)
         start = time.time()
+        method_config, record = search.configure(method)
+        if record is not None:
+            selection[name] = record
+            report()
         students[method], _ = distill_lib.train_student(
-            method, domain, teacher, config, os.path.join(workdir, name), strategy,
+            method, domain, teacher, method_config, os.path.join(workdir, name), strategy,
             teacher_classifier=classifier)
         logging.info("trained %s in %.1f s", name, time.time() - start)
         evaluate(name, students[method], config.model, distill_lib.student_view(config))
-    write_report(workdir, config.recipe, config.to_dict(), rows)
+    report(echo=True)
     print(format_model_table(rows, ks))
     export_models(config, workdir, [(distill_lib.export_name(m), students[m])
                                      for m in d.get("export", []) if m in students])
@@ -308,17 +318,22 @@ def run_ensemble(config, workdir):
     domain = domains[0]
     e = config.ensemble
     ks = tuple(config.eval.ks)
-    rows, models, similarity, masks = [], {}, {}, {}
+    rows, models, similarity, masks, curves = [], {}, {}, {}, {}
     for method in e.methods:
         start = time.time()
-        model, _ = ensemble_lib.train_ensemble(method, domain, config,
-                                               os.path.join(workdir, method), strategy)
+        model, history, step = ensemble_lib.train_ensemble(method, domain, config,
+                                                           os.path.join(workdir, method), strategy)
         models[method] = model
         logging.info("trained %s in %.1f s", method, time.time() - start)
         embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
                                  **_image_sizes(config))[domain.name]
-        rows.extend(ensemble_lib.ensemble_rows(method, domain.name, embedded, ks))
+        final, learners = ensemble_lib.ensemble_rows(method, domain.name, embedded, ks, step=step)
+        # 002 §4 reports the best R@1 over its evaluations: beside the final model, marked.
+        curves[method] = ensemble_lib.evaluation_curve(history, final)
+        rows += [final, ensemble_lib.best_of_evals_row(method, domain.name, curves[method]),
+                 learners]
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
+        ensemble_lib.write_history(workdir, domain.name, curves)
         if e.diagnostics:
             similarity[ensemble_lib.title(method)] = ensemble_lib.similarity_panel(
                 method, embedded, int(e.diagnostics_max_images), int(e.diagnostics_max_pairs),
@@ -328,6 +343,7 @@ def run_ensemble(config, workdir):
                 masks[method] = (images, model.learner_outputs(images)["masks"])
     write_report(workdir, config.recipe, config.to_dict(), rows)
     print(format_model_table(rows, ks, extra=()))
+    print(ensemble_lib.best_of_evals_notes(rows))
     if e.diagnostics:
         ensemble_lib.write_diagnostics(workdir, similarity, masks, seed=int(config.seed))
     export_models(config, workdir, [(ensemble_lib.export_name(m), models[m])

@@ -23,7 +23,8 @@ from tfembed.data.types import Domain
 from tfembed.evaluation.report import atomic_save
 from tfembed.losses import GlobalBatchLoss, get_loss
 from tfembed.models import TeacherCache, build_embedder
-from tfembed.training.callbacks import RecallAtKCallback
+from tfembed.optimizers import WEIGHT_DECAY_MODES, CoupledAdam, CoupledSGD
+from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.fault_tolerance import TrainingPreempted, TrainingState, sigterm_checkpoints
 from tfembed.training.strategy import fit_under_multi_worker
 
@@ -40,7 +41,13 @@ def build_model(model_cfg, name=None):
 def make_optimizer(train_cfg, learning_rate=None):
     """The optimizer a recipe's ``train`` block names (Adam by default, as in 000/001);
     ``learning_rate`` overrides the block's (the universal stage has its own). ``lr_drops``
-    (fractions of ``steps``) and ``lr_drop_factor`` give a step-decay schedule."""
+    (fractions of ``steps``) and ``lr_drop_factor`` give a step-decay schedule.
+
+    ``weight_decay`` with ``weight_decay_mode``: ``"decoupled"`` (default) is Keras' own
+    ``weight_decay`` (shrink after the update; AdamW-style); ``"coupled"`` is the L2 term added
+    to the gradient, ``g + wd·w``, as PyTorch / MXNet / Caffe ``weight_decay`` means
+    (:class:`tfembed.optimizers.CoupledSGD` / ``CoupledAdam``); ``weight_decay_exclude`` lists
+    variable-name substrings that do not decay in coupled mode (MXNet: ``["bias", "beta"]``)."""
     name = train_cfg.get("optimizer", "adam").lower()
     lr = float(learning_rate or train_cfg.learning_rate)
     drops = [float(f) for f in train_cfg.get("lr_drops", []) or []]
@@ -51,6 +58,21 @@ def make_optimizer(train_cfg, learning_rate=None):
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(
             boundaries, [lr * factor ** i for i in range(len(boundaries) + 1)])
     wd = float(train_cfg.get("weight_decay", 0.0)) or None
+    mode = str(train_cfg.get("weight_decay_mode", "decoupled") or "decoupled").lower()
+    if mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"train.weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got "
+                         f"{mode!r}")
+    if mode == "coupled":
+        l2 = dict(l2_weight_decay=wd or 0.0,
+                  l2_exclude=list(train_cfg.get("weight_decay_exclude", []) or []))
+        if name == "adam":
+            return CoupledAdam(lr, **l2)
+        if name == "sgd":
+            return CoupledSGD(lr, momentum=float(train_cfg.get("momentum", 0.9)), **l2)
+        if name == "adamw":
+            raise ValueError("train.optimizer adamw is decoupled weight decay by definition; "
+                             "use adam with train.weight_decay_mode=coupled, or "
+                             "weight_decay_mode=decoupled")
     if name == "adam":
         return keras.optimizers.Adam(lr, weight_decay=wd)
     if name == "adamw":
@@ -62,8 +84,10 @@ def make_optimizer(train_cfg, learning_rate=None):
 
 
 def compile_kwargs(config):
-    """``compile`` options from a recipe's top-level keys: ``jit_compile`` (XLA)."""
-    return {"jit_compile": bool(config.get("jit_compile", False))}
+    """``compile`` options from a recipe's top-level keys: ``jit_compile`` (XLA) and
+    ``run_eagerly`` (debugging)."""
+    return {"jit_compile": bool(config.get("jit_compile", False)),
+            "run_eagerly": bool(config.get("run_eagerly", False))}
 
 
 def metric_loss(config, name, kwargs=None):
@@ -93,18 +117,40 @@ def teacher_cache_views(config):
 def teacher_cache(config, teachers, splits, names, default_dir):
     """The recipe's :class:`TeacherCache` of ``teachers`` on ``splits``, or None (mode off).
 
-    The teachers see the training stream's images (``config.model``'s transform); ``disk``
-    reuses a cache under ``teacher_cache.dir`` (default ``default_dir``) that matches.
+    The teachers see the training stream's images (``config.model``'s transform, each split's
+    flip policy); ``disk`` reuses a cache under ``teacher_cache.dir`` (default ``default_dir``)
+    that matches.
     """
     views = teacher_cache_views(config)
     if views is None:
         return None
-    c, m = config.teacher_cache, config.model
+    c = config.teacher_cache
     directory = None if c.mode == "memory" else (c.dir or default_dir)
     return TeacherCache.load_or_compute(
-        directory, teachers, splits, views, image_size=int(m.image_size),
-        resize_size=int(m.resize_size), flip=bool(config.train.flip), seed=int(config.seed),
-        batch_size=int(config.eval.batch_size), domain_names=names)
+        directory, teachers, splits, views, seed=int(config.seed),
+        batch_size=int(config.eval.batch_size), domain_names=names,
+        **train_transform_kwargs(config, splits))
+
+
+def train_transform_kwargs(config, domains, model_cfg=None):
+    """The training transform's keywords for a stream over ``domains`` (or their splits: anything
+    with an ``hflip`` policy), for ``training_batches``, ``unlabelled_batches`` and
+    :class:`TeacherCache`: the sizes of ``model_cfg`` (default ``config.model``); ``flip`` per
+    domain, ``train.flip`` and the domain's ``hflip`` (DESIGN §6: no mirror images of text);
+    the crop mode ``train.crop`` and its ranges ``train.crop_scale`` / ``train.crop_ratio``
+    (``random_resized``) / ``train.crop_resize_range`` (``multi_resolution``), empty or absent:
+    the defaults of :func:`tfembed.data.preprocess.train_transform`."""
+    m = config.model if model_cfg is None else model_cfg
+    t = config.train
+
+    def pair(key):
+        value = t.get(key)
+        return tuple(float(v) for v in value) if value else None
+
+    return dict(image_size=int(m.image_size), resize_size=int(m.resize_size),
+                flip=[bool(t.flip) and bool(getattr(d, "hflip", True)) for d in domains],
+                crop=str(t.get("crop") or "resize_crop"), crop_scale=pair("crop_scale"),
+                crop_ratio=pair("crop_ratio"), crop_resize_range=pair("crop_resize_range"))
 
 
 def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
@@ -140,7 +186,7 @@ def standard_callbacks(run_dir, recall_callback=None, checkpoint=None):
     return callbacks
 
 
-def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
+def train_specialist(domain: Domain, config, run_dir, strategy, name=None, trainer=None):
     """Trains (or resumes) a specialist for ``domain`` and saves ``<run_dir>/model.keras``.
 
     Args:
@@ -149,6 +195,10 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
       run_dir: directory for this model's logs, checkpoints and final model.
       strategy: tf.distribute strategy.
       name: model name (default ``specialist_<domain>``).
+      trainer: None (the embedder is compiled with ``train.loss`` and fitted itself), or
+        ``model -> keras.Model``: a trainer wrapping the embedder as ``.student`` (e.g. a
+        ``Distiller`` with heads and no teacher, DarkRank's teacher), compiled with the same
+        optimizer and fitted on the same data instead; the embedder is what is saved.
 
     Returns:
       ``(model, recall_history)``.
@@ -157,24 +207,30 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None):
     os.makedirs(run_dir, exist_ok=True)
     with strategy.scope():
         model = build_model(m, name=name or f"specialist_{domain.name}")
-        model.compile(optimizer=make_optimizer(t),
-                      loss=metric_loss(config, t.loss, t.get("loss_kwargs", {})),
-                      **compile_kwargs(config))
-        # Optimizer slots built now, not inside the first trace of the train step (which
-        # makes tf.function trace it twice: ~2× the start-up of every run).
-        model.optimizer.build(model.trainable_variables)
+        if trainer is None:
+            fitted = model
+            model.compile(optimizer=make_optimizer(t),
+                          loss=metric_loss(config, t.loss, t.get("loss_kwargs", {})),
+                          **compile_kwargs(config))
+            # Optimizer slots built now, not inside the first trace of the train step (which
+            # makes tf.function trace it twice: ~2× the start-up of every run).
+            model.optimizer.build(model.trainable_variables)
+        else:
+            fitted = trainer(model)   # its compile builds the optimizer slots (Distiller)
+            fitted.compile(optimizer=make_optimizer(t), **compile_kwargs(config))
     # train.crop_boxes: train and evaluate on bounding-box crops (a cross-quality teacher).
     crop = bool(t.get("crop_boxes", False))
     train_ds = functools.partial(
         training_batches, [domain.train], int(t.classes_per_batch), int(t.images_per_class),
-        image_size=int(m.image_size), resize_size=int(m.resize_size), flip=bool(t.flip),
-        seed=int(config.seed), crop_boxes=crop)
+        seed=int(config.seed), crop_boxes=crop, **train_transform_kwargs(config, [domain]))
     recall = RecallAtKCallback(eval_sets([domain], [0], config, crop_boxes=crop),
                                ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
-    fit_for_steps(model, train_ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
+    fit_for_steps(fitted, train_ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
                   what=f"{model.name} on {domain.name}",
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
+                  checkpoint=(None if trainer is None else
+                              SaveStudent(os.path.join(run_dir, "checkpoint.keras"))),
                   checkpoint_every=checkpoint_every(config))
     atomic_save(model, os.path.join(run_dir, "model.keras"))
     return model, recall.history
@@ -192,7 +248,8 @@ def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback,
         skipped batches: fine in a notebook, slow for a long run).
       steps, steps_per_epoch: the schedule.
       run_dir: the run directory: ``backup/`` (training state), ``logs/``, the epoch checkpoint.
-      recall_callback: the Recall@K callback (or None).
+      recall_callback: the Recall@K callback (or None); its ``resume_at(step)`` is called with
+        the restored step.
       what, batch_size: for the log line.
       checkpoint: a callback saving the model each epoch (default ``ModelCheckpoint`` on the
         model itself; distillers pass one that saves only the student).
@@ -211,6 +268,8 @@ def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback,
                           schedule={"steps_per_epoch": steps_per_epoch,
                                     "batch_size": int(batch_size)})
     start = state.restore(model)
+    if callable(getattr(recall_callback, "resume_at", None)):
+        recall_callback.resume_at(start)   # its global step, and its saved evaluation history
     if start >= total:
         logging.info("%s: already trained (%d steps, state in %s)", what, total, state.directory)
         return

@@ -38,6 +38,7 @@ from tfembed.training.specialist import (
     metric_loss,
     teacher_cache,
     teacher_cache_views,
+    train_transform_kwargs,
 )
 
 #: Short policy names used in method names and report rows → sampling.POLICIES.
@@ -77,13 +78,15 @@ def _optimizer(config):
 
 
 def _batches(domains, offsets, config, policy, multi_domain, start_step=0, teacher_views=None):
-    m, t = config.model, config.train
+    t = config.train
     weights = list(config.universal.get("weights") or []) or None
+    # flip per domain (train.flip and Domain.hflip): a fused stream of photos and text flips
+    # only the photos.
     return training_batches(
         [d.train for d in domains], int(t.classes_per_batch), int(t.images_per_class),
-        policy=policy, weights=weights, label_offsets=offsets, image_size=int(m.image_size),
-        resize_size=int(m.resize_size), flip=bool(t.flip), seed=int(config.seed),
-        multi_domain=multi_domain, teacher_views=teacher_views, start_step=start_step)
+        policy=policy, weights=weights, label_offsets=offsets, seed=int(config.seed),
+        multi_domain=multi_domain, teacher_views=teacher_views, start_step=start_step,
+        **train_transform_kwargs(config, domains))
 
 
 def _recall_callback(domains, offsets, config):

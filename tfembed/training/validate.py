@@ -69,6 +69,7 @@ def _validate_embedders(config):
 def _validate_distill(config):
     from tfembed.training import distill as distill_lib  # noqa: PLC0415
 
+    distill_lib.check_config(config)  # method and key errors first: they name the key
     teachers = _teachers(config)
     if teachers:
         teacher = load_embedder(teachers[0])
@@ -93,6 +94,7 @@ def _validate_distill(config):
 def _validate_ensemble(config):
     from tfembed.training import ensemble as ensemble_lib  # noqa: PLC0415
 
+    ensemble_lib.check_config(config)
     built = []
     for method in config.ensemble.methods:
         try:
@@ -107,6 +109,7 @@ def _validate_ensemble(config):
 def _validate_cohort(config):
     from tfembed.training import cohort as cohort_lib  # noqa: PLC0415
 
+    cohort_lib.check_config(config)
     members = cohort_lib.build_members(config, int(config.seed))
     for l, member in enumerate(members):
         _forward(f"cohort member {l}", member, config.model.image_size)
