@@ -24,6 +24,7 @@ Slow (real ResNet-50/101 and Inception v3 at 224 px on CPU): marked ``dryrun`` a
 the default test command; ``.ci/run`` runs the group after the default suite.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -42,6 +43,13 @@ pytestmark = pytest.mark.dryrun
 # tfembed-train in a fresh interpreter (the installed console script may not be on PATH).
 _TRAIN = ("import sys; from tfembed.cli import train_main; "
           "sys.exit(train_main(['tfembed-train'] + sys.argv[1:]))")
+
+def _error_excerpt(stderr, limit=6000):
+    """The last traceback of a run's stderr (a Keras error can end in a 50 kB list of layers)."""
+    start = stderr.rfind("Traceback (most recent call last)")
+    text = stderr[start:] if start >= 0 else stderr[-limit:]
+    return text if len(text) <= limit else text[:limit // 2] + "\n[...]\n" + text[-limit // 2:]
+
 
 PAPER_RECIPES = [name for name in recipes.list_recipes() if not name.endswith("_demo")]
 
@@ -139,7 +147,9 @@ def dry_run_overrides(config, data_dir, weights_file, specialist_file=None):
 
 @pytest.mark.parametrize("recipe", PAPER_RECIPES)
 def test_paper_recipe_runs_at_real_settings(recipe, dry_data_dir, stand_ins, tmp_path,
-                                            monkeypatch):
+                                            tmp_path_factory, monkeypatch):
+    # Shared by the xdist workers of one session (each has its own basetemp below it).
+    lock_dir = tmp_path_factory.getbasetemp().parent
     presets, weights_file, specialist_file = stand_ins
     monkeypatch.setenv(hub.PRESETS_ENV, presets)
     config = recipes.resolve(recipe, [])
@@ -155,13 +165,20 @@ def test_paper_recipe_runs_at_real_settings(recipe, dry_data_dir, stand_ins, tmp
     argv = ["--recipe", recipe, "--workdir", str(tmp_path)]
     argv += [a for s in sets for a in ("--set", s)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # A DM² cohort trains four ResNet-50 at 256 px (~11 GB in an eager step): two at once, one
+    # per xdist worker, exhaust a 24 GB machine, so cohort recipes take turns.
+    lock = open(lock_dir / "cohort.lock", "w") if config.pipeline == "cohort" else None
+    if lock is not None:
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         done = subprocess.run([sys.executable, "-c", _TRAIN, *argv], env=env,
                               capture_output=True, text=True, timeout=1800)
-        assert done.returncode == 0, f"tfembed-train failed:\n{done.stderr[-6000:]}"
+        assert done.returncode == 0, f"tfembed-train failed:\n{_error_excerpt(done.stderr)}"
         with open(os.path.join(tmp_path, "report.json")) as f:
             report = json.load(f)
     finally:
+        if lock is not None:
+            lock.close()   # releases the lock
         # A run leaves 1-3 GB of checkpoints and .keras files of ResNet-scale models; 48 of
         # them would fill a CI disk.
         shutil.rmtree(tmp_path, ignore_errors=True)

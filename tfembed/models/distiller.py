@@ -53,9 +53,6 @@ from tfembed.losses.features import attention_transfer_loss, hint_loss
 from tfembed.losses.teacher import hinton_kd_loss
 from tfembed.models.embedder import feature_model, load_embedder
 from tfembed.models.teacher_cache import TeacherCache, cache_keys
-
-#: The embedder layer whose output (before L2 normalisation) heads with ``features="fc"`` see.
-FC_LAYER = "embedding_dense"
 from tfembed.models.train_utils import (
     Untracked,
     as_loss_fn,
@@ -67,6 +64,9 @@ from tfembed.models.train_utils import (
     serialize_loss,
     update_trackers,
 )
+
+#: The embedder layer whose output (before L2 normalisation) heads with ``features="fc"`` see.
+FC_LAYER = "embedding_dense"
 
 
 def _pairs(layers, what):
