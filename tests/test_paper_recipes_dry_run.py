@@ -139,6 +139,12 @@ def dry_run_overrides(config, data_dir, weights_file, specialist_file=None):
         if config.distill.get("lambda_search") and config.distill.lambda_search.get("terms"):
             grid = "[0.3,1.0]" if config.recipe == "rel_teacher_resnet18_cub" else "[1.0]"
             sets += ["distill.lambda_search.steps=1", f"distill.lambda_search.grid={grid}"]
+    if (pipeline == "cohort" and config.cohort.get("backbones")
+            and config.model.get("weights") == "imagenet"):
+        # A heterogeneous cohort: one stand-in file per member's architecture.
+        kwargs = dict(config.model.get("backbone_kwargs", {}))
+        files = [repr(weights_file(b, kwargs)) for b in config.cohort.backbones]
+        sets += ["cohort.weights=[" + ",".join(files) + "]"]
     if pipeline == "ensemble":
         sets += ["ensemble.pair_anchors=4", "ensemble.pair_positives=2",
                  "ensemble.diagnostics=false"]

@@ -155,3 +155,27 @@ def test_demo_with_a_pretrained_backbone_in_smoke_mode(run_recipe, tmp_path):
                         "cohort.methods=md", "cohort.export=")
     assert os.path.isfile(tmp_path / "pretrained" / "model.keras")
     _check_report(report, tmp_path)
+
+
+def test_heterogeneous_members_load_their_own_weights_files(tmp_path):
+    from tfembed.models import testing as model_testing
+    from tfembed.models.backbones import backbone_model
+
+    files = [model_testing.write_backbone_weights(tmp_path / f"{b}.weights.h5", b, (32, 32, 3),
+                                                  seed=i)
+             for i, b in enumerate(("small_cnn", "resnet18"))]
+    c = recipes.resolve("dm2_demo", ["cohort.size=2", "model.image_size=32",
+                                     "cohort.backbones=['small_cnn','resnet18']",
+                                     f"cohort.weights={files!r}"])
+    c.model.backbone_kwargs = {}
+    cohort.check_config(c)
+    for member, backbone, path in zip(cohort.build_members(c, seed=0), c.cohort.backbones, files):
+        reference = backbone_model(backbone, (32, 32, 3), weights=path)
+        loaded = [layer for layer in reference.layers if layer.get_weights()]
+        assert loaded
+        for layer in loaded:
+            for got, want in zip(member.get_layer(layer.name).get_weights(), layer.get_weights()):
+                np.testing.assert_array_equal(got, want)
+    c.cohort.weights = files[:1]
+    with pytest.raises(ValueError, match="cohort.weights lists 1 entries for a cohort of 2"):
+        cohort.check_config(c)

@@ -237,6 +237,8 @@ def cohort_defaults():
 
     methods: independent | md | md+td | md+vd | md+td+vd, optionally ``->rkd``.
     size: members L. backbones: one per member for a heterogeneous cohort ([]: model.backbone).
+    weights: one per member ([]: model.weights for all); a heterogeneous cohort started from
+      local weights files needs one file per architecture.
     relation_weight: final λ_DM² (0: the paper's value for train.loss: 20 triplet / contrastive
       / binomial, 100 proxy-NCA, 2000 ArcFace). warmup_epochs: λ's linear warm-up (3 in 003).
     update_probabilities: p_l of temporal diversity ([]: 2^-(l-1) per backbone type).
@@ -249,7 +251,7 @@ def cohort_defaults():
     export: report rows whose model is exported, e.g. "md+td+vd/ensemble", "md+td+vd/member0".
     """
     return ml_collections.ConfigDict(dict(
-        methods=["md+td+vd"], size=4, backbones=[],
+        methods=["md+td+vd"], size=4, backbones=[], weights=[],
         relation_weight=0.0, warmup_epochs=3.0,
         update_probabilities=[],
         freeze_batchnorm=False,

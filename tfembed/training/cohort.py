@@ -83,6 +83,9 @@ def check_config(config):
     if backbones and len(backbones) != size:
         raise ValueError(f"cohort.backbones lists {len(backbones)} backbones for a cohort of "
                          f"{size}")
+    weights = list(c.get("weights", []) or [])
+    if weights and len(weights) != size:
+        raise ValueError(f"cohort.weights lists {len(weights)} entries for a cohort of {size}")
     probs = list(c.get("update_probabilities", []) or [])
     if probs and len(probs) != size:
         raise ValueError(f"cohort.update_probabilities lists {len(probs)} values for a cohort "
@@ -100,6 +103,12 @@ def check_config(config):
 def member_backbones(config):
     c = config.cohort
     return list(c.get("backbones", []) or []) or [config.model.backbone] * int(c.size)
+
+
+def member_weights(config):
+    """Each member's ``weights`` (cohort.weights, else model.weights for every member)."""
+    given = list(config.cohort.get("weights", []) or [])
+    return given or [config.model.get("weights") or None] * int(config.cohort.size)
 
 
 def update_probabilities(config):
@@ -140,11 +149,12 @@ def build_members(config, seed, devices=None, pretrained=None):
     m = config.model
     size = int(m.image_size)
     members = []
-    for l, backbone in enumerate(member_backbones(config)):
+    for l, (backbone, weights) in enumerate(zip(member_backbones(config),
+                                                 member_weights(config))):
         keras.utils.set_random_seed(seed + 1000 * l)
         with tf.device(devices[l] if devices else None):
             member = build_embedder(backbone, int(m.embedding_dim), input_shape=(size, size, 3),
-                                    weights=m.get("weights") or None,
+                                    weights=weights or None,
                                     name=f"member{l}_{backbone}",
                                     **dict(m.get("backbone_kwargs", {})))
         if pretrained is not None:
