@@ -62,11 +62,6 @@ def test_cli_reports_bad_key_with_exit_code_2(capsys):
     assert "modle.x" in capsys.readouterr().err
 
 
-def test_cli_lists_recipes(capsys):
-    assert cli.train_main(["tfembed-train", "--list"]) == 0
-    assert "snd_universal_demo" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("recipe", PAPER_SPECIALISTS)
 def test_paper_specialist_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe,
                                                 tmp_path):

@@ -13,10 +13,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags, logging  # noqa: E402
 
 
-def _parse(define, argv, usage):
+_HELP = {"--help", "-h", "-help", "--helpfull", "-?"}
+
+
+def _parse(define, argv, usage, about):
+    """The command's flags, or None after printing ``--help`` (the caller then exits 0).
+
+    absl defines ``--help`` only on its global flags (``absl.app``); these commands keep private
+    FlagValues, so help is answered here.
+    """
     fv = flags.FlagValues()
     define(fv)
     argv = list(sys.argv if argv is None else argv)
+    if any(a in _HELP for a in argv[1:]):
+        print(f"{usage}\n\n{about}\n\nflags:{fv.get_help(include_special_flags=False)}")
+        return None
     try:
         fv(argv)
     except flags.Error as e:
@@ -24,6 +35,26 @@ def _parse(define, argv, usage):
         raise SystemExit(2)
     logging.set_verbosity(logging.INFO)
     return fv
+
+
+_TRAIN_ABOUT = """\
+Runs a recipe end to end: trains every model it names (specialists, teachers, students,
+ensembles, cohorts), evaluates them (Recall@K; report.json in the workdir) and exports the
+SavedModels it lists. Rerunning the same command in the same workdir resumes an interrupted run.
+`tfembed-train --list` gives the recipes; `--print_config` shows a resolved recipe; `--set
+smoke=true` runs any recipe tiny and fast.
+
+example: tfembed-train --recipe snd_universal_demo --workdir runs/demo"""
+
+_EVAL_ABOUT = """\
+Evaluates trained embedders (.keras files or SavedModel directories) on the test splits of the
+given domains: Recall@K per domain, written to report.json in --workdir and printed.
+
+example: tfembed-eval --model runs/demo/universal/snd/model.keras --domains digits,fashion"""
+
+_EXPORT_ABOUT = """\
+Exports a trained .keras embedder as a SavedModel for TF Serving, under
+<export_root>/<name>/<version>/, with serving signatures for raw image bytes and float images."""
 
 
 def _define_train(fv):
@@ -39,9 +70,13 @@ def train_main(argv=None):
     from tfembed import recipes
 
     fv = _parse(_define_train, argv, "usage: tfembed-train --recipe NAME [--workdir DIR] "
-                                     "[--set key=value ...]")
+                                     "[--set key=value ...]", _TRAIN_ABOUT)
+    if fv is None:
+        return 0
     if fv.list:
-        print("\n".join(recipes.list_recipes()))
+        names = recipes.list_recipes()
+        width = max(map(len, names))
+        print("\n".join(f"{n:<{width}}  {recipes.summary(n)}" for n in names))
         return 0
     if not fv.recipe:
         sys.stderr.write("tfembed-train: --recipe is required; recipes: "
@@ -84,7 +119,10 @@ def _define_eval(fv):
 
 def eval_main(argv=None):
     """``tfembed-eval --model M.keras --domains cub,cars [--data_dir DIR]``: Recall@K table."""
-    fv = _parse(_define_eval, argv, "usage: tfembed-eval --model PATH --domains a,b")
+    fv = _parse(_define_eval, argv, "usage: tfembed-eval --model PATH [--model PATH ...] "
+                                    "--domains a,b [--data_dir DIR]", _EVAL_ABOUT)
+    if fv is None:
+        return 0
     if not fv.model or not fv.domains:
         sys.stderr.write("tfembed-eval: --model and --domains are required\n")
         return 2
@@ -117,7 +155,10 @@ def _define_export(fv):
 
 def export_main(argv=None):
     """``tfembed-export --model M.keras --name NAME``: SavedModel in saved_models/NAME/<v>/."""
-    fv = _parse(_define_export, argv, "usage: tfembed-export --model M.keras --name NAME")
+    fv = _parse(_define_export, argv, "usage: tfembed-export --model M.keras --name NAME",
+                _EXPORT_ABOUT)
+    if fv is None:
+        return 0
     if not fv.model or not fv.name:
         sys.stderr.write("tfembed-export: --model and --name are required\n")
         return 2

@@ -33,6 +33,12 @@ def list_recipes() -> List[str]:
                   if not m.name.startswith("_"))
 
 
+def summary(name: str) -> str:
+    """The first paragraph of the recipe's docstring, on one line (``tfembed-train --list``)."""
+    doc = (_module(name).__doc__ or "").strip()
+    return " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+
+
 def get_recipe(name: str) -> ml_collections.ConfigDict:
     """The recipe's own config (no overrides)."""
     names = list_recipes()
