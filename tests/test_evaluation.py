@@ -511,7 +511,7 @@ def test_callback_under_two_replica_strategy(rng, two_replica_strategy):
 def test_atomic_save_keeps_the_previous_file_when_a_save_fails(tmp_path):
     import keras
 
-    from tfembed.evaluation.report import atomic_save
+    from tfembed.io import atomic_save
 
     def tiny(value):
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -40,6 +39,7 @@ from absl import logging
 from PIL import Image
 
 from tfembed.data.types import Domain, Split
+from tfembed.io import atomic_write
 
 PathLike = Union[str, os.PathLike]
 
@@ -934,11 +934,8 @@ def _image_ext(data: bytes) -> str:
 
 
 def _atomic_write(path: Path, data: Union[bytes, str]):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(data), "wb" if isinstance(data, bytes) else "w",
+                 fsync=False)
 
 
 def _read_cache(cache_dir: Path) -> Optional[dict]:

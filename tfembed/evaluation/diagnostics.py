@@ -42,7 +42,7 @@ from absl import logging  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from tfembed.evaluation.report import atomic_write  # noqa: E402
+from tfembed.io import atomic_write  # noqa: E402
 
 INDEX_FILENAME = "diagnostics.json"
 _MIN_TEACHER_DISTANCE = 1e-12

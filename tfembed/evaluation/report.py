@@ -16,11 +16,12 @@ import json
 import math
 import os
 import pathlib
-import uuid
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from tfembed.io import atomic_write
 
 GALLERIES = ("domain", "fused")
 REPORT_FILENAME = "report.json"
@@ -184,46 +185,6 @@ def _jsonable(value):
     if isinstance(value, type) or callable(value):
         return getattr(value, "__qualname__", getattr(value, "__name__", repr(value)))
     return str(value)
-
-
-def atomic_write(path, write_fn, mode: str = "w") -> None:
-    """Writes ``path`` completely or not at all: ``write_fn(f)`` fills a temporary file in the
-    same directory, which is then renamed over ``path`` (``mode``: ``"w"`` or ``"wb"``)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # os.open(..., 0o666) rather than mkstemp (always 0600), so the umask decides the mode as for
-    # any file the run writes; O_EXCL + a random name keep concurrent writers apart.
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(model, path) -> None:
-    """``model.save(path)`` completely or not at all (a ``.keras`` file): the model is saved to
-    a temporary file in the same directory, then renamed over ``path``. An interrupted save
-    leaves the previous file, and workers of a multi-worker run saving the same model at once
-    cannot interleave their bytes."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bool = True,

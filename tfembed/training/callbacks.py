@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfembed.evaluation.report import atomic_save, atomic_write
+from tfembed.io import atomic_save, atomic_write
 from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 
 

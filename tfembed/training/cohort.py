@@ -26,7 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfembed.data.preprocess import training_batches
-from tfembed.evaluation.report import atomic_save
+from tfembed.io import atomic_save
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
 from tfembed.models import Distiller, build_embedder
 from tfembed.models.mutual_learning import MutualLearningCohort

@@ -53,7 +53,7 @@ from tfembed.data.preprocess import (
 )
 from tfembed.data.types import Domain, Split
 from tfembed.evaluation.domains import embed_domains
-from tfembed.evaluation.report import atomic_save
+from tfembed.io import atomic_save
 from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss
 from tfembed.models.distiller import Distiller

@@ -39,7 +39,8 @@ from absl import logging
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.evaluation import ensemble_diagnostics as ens_diag
 from tfembed.evaluation.diagnostics import write_diagnostics_index
-from tfembed.evaluation.report import atomic_save, atomic_write, recall_rows
+from tfembed.evaluation.report import recall_rows
+from tfembed.io import atomic_save, atomic_write
 from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.losses import get_loss
 from tfembed.models import build_attention_ensemble, build_multihead_ensemble

@@ -43,6 +43,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tfembed.io import atomic_write
 from tfembed.training.strategy import worker_role
 
 
@@ -150,10 +151,7 @@ class TrainingState(keras.callbacks.Callback):
         if self._is_chief:
             path = self._manager(self.directory).save(checkpoint_number=self.step)
             if not os.path.exists(self._metadata_path):
-                tmp = self._metadata_path + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(self.schedule, f)
-                os.replace(tmp, self._metadata_path)
+                atomic_write(self._metadata_path, lambda f: json.dump(self.schedule, f))
             return path
         scratch = os.path.join(self.directory, f".worker_{self._task_id}")
         try:

@@ -20,7 +20,7 @@ from absl import logging
 
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.data.types import Domain
-from tfembed.evaluation.report import atomic_save
+from tfembed.io import atomic_save
 from tfembed.losses import GlobalBatchLoss, get_loss
 from tfembed.models import TeacherCache, build_embedder
 from tfembed.optimizers import WEIGHT_DECAY_MODES, CoupledAdam, CoupledSGD
