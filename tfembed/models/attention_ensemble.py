@@ -45,6 +45,7 @@ from tfembed.models.embedder import backbone_spec_of, build_embedder, load_embed
 from tfembed.models.train_utils import (
     Untracked,
     as_loss_fn,
+    compile_from_config,
     deserialize_loss,
     gather_replicas,
     scale_for_replicas,
@@ -216,6 +217,9 @@ class _EnsembleModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
         # Slots built now: created inside the first trace they make tf.function trace twice.
         self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        compile_from_config(self, config)
 
     def terms(self, learners, labels):
         """``{"metric_loss": Σ_m L_metric(labels, B_m), "divergence_loss": L_div}`` (unweighted)."""

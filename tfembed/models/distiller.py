@@ -56,6 +56,7 @@ from tfembed.models.teacher_cache import TeacherCache, cache_keys
 from tfembed.models.train_utils import (
     Untracked,
     as_loss_fn,
+    compile_from_config,
     deserialize_loss,
     freeze,
     gather_replicas,
@@ -321,6 +322,9 @@ class Distiller(keras.Model):
         # Create the optimizer slots of exactly the weights train_step updates now: slots
         # created inside the first trace make tf.function trace the step a second time.
         self.optimizer.build(self._student_variables())
+
+    def compile_from_config(self, config):
+        compile_from_config(self, config)
 
     def _student_variables(self):
         seen, out = set(), []

@@ -51,6 +51,7 @@ from tfembed.losses.relation import relation_loss
 from tfembed.models.embedder import load_embedder
 from tfembed.models.train_utils import (
     as_loss_fn,
+    compile_from_config,
     deserialize_loss,
     gather_replicas,
     scale_for_replicas,
@@ -172,6 +173,9 @@ class MutualLearningCohort(keras.Model):
                 # tf.cond branch they could not be created at all.
                 opt.build(self.member_variables(l))
             self.member_optimizers.append(opt)
+
+    def compile_from_config(self, config):
+        compile_from_config(self, config)
 
     def checkpoint_objects(self):
         """The member optimizers, for a training-state checkpoint (``fault_tolerance``): Keras

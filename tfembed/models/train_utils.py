@@ -19,6 +19,13 @@ class Untracked:
         self.__dict__.update(models)
 
 
+def compile_from_config(model, config):
+    """Keras' ``Model.compile_from_config`` for trainers that override ``compile`` (Keras skips
+    those with a warning): a loaded trainer comes back compiled as it was saved, its optimizer
+    state restorable, ready to continue ``fit``."""
+    model.compile(**keras.saving.deserialize_keras_object(config))
+
+
 def freeze(model):
     """Marks a teacher non-trainable (its weights never reach an optimizer) and returns it."""
     model.trainable = False

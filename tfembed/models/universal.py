@@ -37,6 +37,7 @@ from tfembed.models.embedder import load_embedder
 from tfembed.models.teacher_cache import TeacherCache, cache_keys
 from tfembed.models.train_utils import (
     as_loss_fn,
+    compile_from_config,
     deserialize_loss,
     freeze,
     gather_replicas,
@@ -171,6 +172,9 @@ class UniversalDistiller(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
         # Slots created inside the first trace would make tf.function trace the step twice.
         self.optimizer.build(self.student.trainable_weights)
+
+    def compile_from_config(self, config):
+        compile_from_config(self, config)
 
     # ------------------------------------------------------------------------------ forward
 

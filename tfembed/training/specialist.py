@@ -284,8 +284,11 @@ def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback,
             # A resumed run first finishes its interrupted epoch, then runs whole epochs.
             end = epoch + 1 if done else epochs
             expected = state.step + (end - epoch) * steps_per_epoch - done
+            # shuffle=False: the stream is already sampled (Keras ignores shuffle for a
+            # tf.data.Dataset, and warns when it is left at its default True).
             model.fit(make(start_step=state.step), initial_epoch=epoch, epochs=end,
-                      steps_per_epoch=steps_per_epoch - done, callbacks=callbacks, verbose=2)
+                      steps_per_epoch=steps_per_epoch - done, callbacks=callbacks, verbose=2,
+                      shuffle=False)
             if state.preempted:
                 raise TrainingPreempted(state.step, state.directory)
             if state.step != expected:  # another callback stopped training (early stopping)
