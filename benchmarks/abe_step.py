@@ -41,7 +41,7 @@ ratios should track the paper's. Step-time ratios can differ from FLOP ratios on
 Usage: ``python benchmarks/abe_step.py [--backbone inception_v3] [--size 112] [--batch 16]
 [--dim 512] [--steps 3] [--rounds 3]`` (also ``--backbone resnet18 --size 64``)
 
-Measured (see README Benchmarks), 2 CPU cores, defaults: FLOPs ÷ ABE-1 0.74 / 1 / 1.35 / 2.05 / 3.45
+Measured (docs/benchmarks.md), 2 CPU cores, defaults: FLOPs ÷ ABE-1 0.74 / 1 / 1.35 / 2.05 / 3.45
 (single, ABE-1, -2, -4, -8; paper 0.71 / 1 / 1.34 / 2.02 / 3.38); step ÷ single 1.27 / 1.64 /
 2.12 / 3.75 for ABE-1 / 2 / 4 / 8.
 """

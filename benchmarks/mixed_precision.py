@@ -27,7 +27,8 @@ Usage: ``python benchmarks/mixed_precision.py [--backbone resnet18] [--size 64] 
 mixed_bfloat16,mixed_float16``; quick check: ``--backbone small_cnn --size 32 --batch 8 --steps 1
 --rounds 1 --no-xla``; XLA compilation adds ~20 s per configuration even then)
 
-Measured (see README Benchmarks), 2 CPU cores, defaults: ... (to be filled).
+Measured (docs/benchmarks.md), 2 CPU cores, defaults: mixed_bfloat16 ÷ float32 step time 1.90,
+XLA ÷ no-XLA 4.05 (both slower on this CPU: no bf16 instructions, XLA convs slower than oneDNN).
 """
 
 import argparse

@@ -25,7 +25,8 @@ Usage: ``python benchmarks/serving.py [--backbone resnet18] [--size 64] [--resiz
 [--batch 32] [--batches 8] [--rounds 5]`` (quick check: ``--backbone small_cnn --size 32
 --resize 37 --batch 8 --batches 2 --rounds 1``)
 
-Measured (see README Benchmarks), 2 CPU cores, defaults: ... (to be filled).
+Measured (docs/benchmarks.md), 2 CPU cores, defaults: serving_pixels ÷ model.predict 1.83
+(images/s; serving_default with in-graph JPEG decoding 1.70), embeddings equal.
 """
 
 import argparse

@@ -52,7 +52,8 @@ Usage: ``python benchmarks/train_flops.py [--models resnet18:64:32,resnet50:224:
 (quick check: ``--models resnet18:32:8 --batches 4,8 --sweep-size 32 --steps 1 --rounds 1
 --gemm 512``)
 
-Measured (see README Benchmarks), 2 CPU cores, defaults: ... (to be filled).
+Measured (docs/benchmarks.md), 2 CPU cores, defaults: train-step FLOP/s ÷ fp32 GEMM FLOP/s 0.46
+at ResNet-18 @ 64 px, batch 32 (goal ≥ 0.5: not met); 0.55 at ResNet-50 @ 224 px, batch 16.
 """
 
 import argparse

@@ -18,7 +18,7 @@ PAPER_SMOKE = {
 
 # SND kernel width for L2-normalised embeddings (squared distances in [0, 4]). Paper 000 tunes σ by
 # self-distillation on one dataset and does not publish the value; this is the value our
-# self-distillation sweep picked (recipe snd_sigma_selfdistill_demo, README "Choosing σ").
+# self-distillation sweep picked (recipe snd_sigma_selfdistill_demo, docs/papers/000_universal.md).
 SND_SIGMA = 0.25
 
 

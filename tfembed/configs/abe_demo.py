@@ -17,7 +17,7 @@ Command (offline, 2 CPU cores):
 Recall@K of each ensemble every 100 steps (``ensemble.eval_every_steps``; 002: every 1000
 iterations): the report adds ``<method>/ensemble@best``, the evaluation with the highest R@1, as
 002 reports; it selects on the test set, so it is optimistic beside the ``final`` rows.
-Expected result: the README's "Attention-based ensembles" table (measured with this recipe) and
+Expected result: the table of docs/papers/002_abe.md (measured with this recipe) and
 ``diagnostics/similarity_histograms.png`` (self-pair similarity near 1 without the divergence
 loss, lower with it), ``diagnostics/attention_masks_abe4.png``.
 """

@@ -7,7 +7,7 @@ and back up (the ratio of 001's 224 → 50), 600 steps each: student alone, + ab
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe cross_quality_demo --workdir runs/cross_quality_demo
-Expected result: the README's cross-quality table (measured with this recipe), compared with
+Expected result: the cross-quality table of docs/papers/001_compact_students.md (measured with this recipe), compared with
 001 Table 6's ordering (relative ≥ absolute > student, teacher above all).
 """
 

@@ -12,7 +12,7 @@ DarkRank enumerates all 5040 orderings of each query's 7 candidates), 1200 steps
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe darkrank_demo --workdir runs/darkrank_demo
-Expected result: the README's DarkRank table (measured with this recipe): Recall@K, NMI and F1
+Expected result: the table of docs/papers/004_darkrank.md (measured with this recipe): Recall@K, NMI and F1
 of each student and the teacher, and whether 004's ordering (DarkRank > direct match ≈
 student) holds at this scale.
 """

@@ -15,7 +15,7 @@ semi-hard. Students: a quarter-width small CNN (8-16-32-64 channels, 14.6× fewe
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe distill_demo --workdir runs/distill_demo
-Expected result: the README's "Compact students" table (measured with this recipe, ~4 min):
+Expected result: the distill_demo table of docs/papers/001_compact_students.md (measured with this recipe, ~4 min):
 001 claims every teacher term above the student alone and relative ≥ absolute; at this scale
 every term but direct match beats the student, and absolute is ahead of relative.
 """

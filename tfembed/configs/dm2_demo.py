@@ -19,7 +19,7 @@ to 1.8× cuts digits off, i.e. changes the number.
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe dm2_demo --workdir runs/dm2_demo
-Expected result: the README's "Mutual learning" table (measured with this recipe): each row's
+Expected result: the table of docs/papers/003_dm2.md (measured with this recipe): each row's
 members and their ensemble, and whether 003's ordering holds at this scale.
 """
 

@@ -7,7 +7,7 @@ labelled half), ``@semi`` (labelled batches ML + KD, unlabelled batches only KD)
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe semi_supervised_demo --workdir runs/semi_demo
-Expected result: the README's semi-supervised table (measured with this recipe), compared
+Expected result: the semi-supervised table of docs/papers/001_compact_students.md (measured with this recipe), compared
 with 001 Table 3's ordering (adding unlabelled data helps; relative > absolute).
 """
 

@@ -2,11 +2,11 @@
 
 The small-CNN glyphs specialist (600 steps) is distilled into a fresh small CNN on glyphs alone
 for σ ∈ {0.25, 0.5, 1, 2} (600 steps each). This is how tfembed's default σ = 0.25 was
-chosen (README, "Choosing σ").
+chosen (docs/papers/000_universal.md, "Choosing σ").
 
 Command:
   tfembed-train --recipe snd_sigma_selfdistill_demo --workdir runs/sigma
-Expected result: the README's "Choosing σ" table (measured with this recipe).
+Expected result: the "Choosing σ" table of docs/papers/000_universal.md (measured with this recipe).
 """
 
 from tfembed.configs import snd_universal_demo

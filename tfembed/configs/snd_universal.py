@@ -4,7 +4,7 @@ Paper 000 settings: ResNet50 (ImageNet) → 128-d L2-normalised, batch 128 = 32 
 Adam 1e-5, 256 → random 224 crop + flip; domain-specific batches (one domain per batch, drawn in
 proportion to its training images); SND with a fixed σ = 0.25 for teacher and student (the paper
 tunes σ by self-distillation on one dataset and does not publish it; 0.25 is what our offline
-sweep picked, recipe snd_sigma_selfdistill_demo and README "Choosing σ"; snd_sigma_selfdistill
+sweep picked, recipe snd_sigma_selfdistill_demo and docs/papers/000_universal.md, "Choosing σ"; snd_sigma_selfdistill
 redoes the sweep on CUB at paper scale). Specialists: triplet semi-hard, trained
 first unless given with --set teachers=cub.keras,cars.keras,inshop.keras (domain order).
 The loss is computed on the all-gathered global batch under MirroredStrategy.

@@ -10,7 +10,7 @@ printout) → diagnostics PNGs → SavedModel export of universal/snd and univer
 
 Command (offline, 2 CPU cores):
   tfembed-train --recipe snd_universal_demo --workdir runs/demo
-Expected result: the README's demo table (measured with this recipe, about 8 minutes on 2
+Expected result: the tables of docs/papers/000_universal.md (measured with this recipe, about 8 minutes on 2
 cores): universal/snd within 2 R@1 points of the fashion and glyphs specialists on the fused
 gallery but 3.1 below the digits specialist, and only just above concat_pca and naive fused
 triplet on average (91.4 vs 91.0 / 91.1).

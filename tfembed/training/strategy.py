@@ -7,7 +7,7 @@
 * ``mirrored``: MirroredStrategy over every visible GPU (or every logical CPU device when there is
   no GPU, which is how the tests run 2 replicas on one CPU);
 * ``multi_worker``: MultiWorkerMirroredStrategy over the cluster described by the ``TF_CONFIG``
-  environment variable (every worker runs the same command; see README "Distribution");
+  environment variable (every worker runs the same command; see docs/operations.md);
 * ``one_device``: the first GPU, else the CPU.
 
 Batch sizes in recipes are global: Keras splits each batch over the replicas, and the trainers
@@ -39,8 +39,8 @@ def _multi_worker():
     if not _MULTI_WORKER:
         if "TF_CONFIG" not in os.environ:
             raise ValueError("strategy=multi_worker reads the cluster from the TF_CONFIG "
-                             "environment variable, which is not set (see README "
-                             "'Distribution')")
+                             "environment variable, which is not set (see "
+                             "docs/operations.md)")
         try:
             json.loads(os.environ["TF_CONFIG"])
         except ValueError as e:
