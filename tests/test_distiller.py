@@ -1,6 +1,10 @@
 """Distiller (papers 001/004): frozen teacher, switchable terms, adapters, semi-supervised rows,
 cross-quality views, replicas, serialization."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -350,3 +354,34 @@ def test_fc_heads_on_two_replicas_equal_one_device(two_replica_strategy):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
     _, local = _one_step(two_replica_strategy, local=True)
     assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(local, w1))
+
+
+def test_trainer_compiled_with_a_coupled_optimizer_reloads_compiled(tmp_path, rng):
+    # The paper recipes compile trainers with tfembed>CoupledAdam; a fresh process that only
+    # imports tfembed.models must still load the saved trainer (Keras imports no package of ours
+    # while deserialising the compile config).
+    from tfembed.optimizers import CoupledAdam
+
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    teacher_path = str(tmp_path / "teacher.keras")
+    teacher.save(teacher_path)
+    model = Distiller(student, teacher_path, "relative_teacher")
+    model.compile(optimizer=CoupledAdam(1e-3, l2_weight_decay=2e-4))
+    model.train_on_batch(_images(rng), LABELS)
+    path = str(tmp_path / "distiller.keras")
+    model.save(path)
+    script = ("import sys, keras, tfembed.models; m = keras.models.load_model(sys.argv[1]); "
+              "print(type(m.optimizer).__name__, m.optimizer.l2_weight_decay)")
+    done = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["CoupledAdam", "0.0002"]
+
+
+def test_lsoftmax_head_saved_before_the_features_option_reloads_on_the_embedding():
+    head = LargeMarginSoftmaxHead(4, margin=3)
+    assert head.features == "fc"   # new heads: 004's FC output
+    config = head.get_config()
+    assert LargeMarginSoftmaxHead.from_config(config).features == "fc"
+    del config["features"]         # a head saved before the option existed
+    assert LargeMarginSoftmaxHead.from_config(config).features == "embedding"

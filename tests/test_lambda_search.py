@@ -297,6 +297,33 @@ def test_reduced_teacher_and_semi_supervised_trials(cub_dir, teacher_file, tmp_p
     assert method_config.distill.weights.rel == record["chosen"]
 
 
+def test_full_teacher_trials_have_heads_as_wide_as_its_kd_classifier(cub_dir, teacher_file,
+                                                                     tmp_path, monkeypatch):
+    # The full teacher's KD classifier covers every training class; a trial student sized on
+    # the remaining classes alone would compare logits of another width whenever the highest
+    # class id is held out.
+    config = _config(cub_dir, "distill.lambda_search.val_fraction=0.3", "distill.methods=ml+rel")
+    domain = load_domain("cub", data_dir=str(cub_dir))
+    seen = []
+
+    def student(method, dom, *args, num_classes=None, **kwargs):
+        seen.append((dom, num_classes, kwargs["teacher_classifier"]))
+        return "student", None
+
+    monkeypatch.setattr(distill, "train_student", student)
+    monkeypatch.setattr(distill.LambdaSearch, "validation_recall", lambda self, s: 0.5)
+    classifier = object()
+    search = distill.LambdaSearch(domain, keras.models.load_model(teacher_file), config,
+                                  str(tmp_path), get_strategy("default"),
+                                  teacher_classifier=classifier)
+    search.configure("ml+rel")
+    assert len(seen) == 2
+    for dom, num_classes, given in seen:
+        assert dom is search.search_domain and given is classifier
+        assert num_classes == distill.num_train_classes(domain.train) == len(TRAIN_IDS)
+        assert distill.num_train_classes(dom.train) <= num_classes
+
+
 def test_write_report_extra_keys(tmp_path):
     from tfembed.evaluation.report import read_report, write_report
 

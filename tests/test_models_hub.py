@@ -198,3 +198,32 @@ def test_weights_file_stand_in_for_keras_applications(tmp_path):
     x = _x()
     np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(b(x)))
     assert os.path.getsize(path) > 0
+
+
+def test_remote_preset_without_image_converter_has_no_normalisation(monkeypatch):
+    # A published backbone without image_converter.json: KerasHub raises FileNotFoundError,
+    # which is the preset's content, not a failed download.
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("image_converter.json")
+
+    monkeypatch.setattr(keras_hub.layers.ImageConverter, "from_preset", missing)
+    assert hub.preset_normalisation("hf://someone/backbone-without-converter") is None
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(keras_hub.layers.ImageConverter, "from_preset", offline)
+    with pytest.raises(ValueError, match="network"):
+        hub.preset_normalisation("hf://someone/backbone-without-converter")
+
+
+def test_cohort_members_on_a_hub_preset_path_get_valid_names(tmp_path):
+    from tfembed import recipes
+    from tfembed.training import cohort
+
+    _tiny_hub_resnet(tmp_path / "tiny_resnet")
+    c = recipes.resolve("dm2_demo", ["cohort.size=2", "model.image_size=32"])
+    c.cohort.backbones = [f"hub:{tmp_path / 'tiny_resnet'}", "small_cnn"]
+    c.model.backbone_kwargs = {}
+    members = cohort.build_members(c, seed=0)
+    assert "/" not in members[0].name and members[0].name.startswith("member0_hub_")

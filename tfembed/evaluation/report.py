@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tfembed.io import atomic_write
+from tfembed.io import atomic_save, atomic_write  # noqa: F401 (atomic_save: its old home)
 
 GALLERIES = ("domain", "fused")
 REPORT_FILENAME = "report.json"

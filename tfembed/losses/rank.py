@@ -547,6 +547,11 @@ class LargeMarginSoftmaxHead(keras.layers.Layer):
         what Hinton KD compares, DarkRank's "KD" setting)."""
         return tf.matmul(tf.cast(embeddings, tf.float32), self.kernel, transpose_b=True)
 
+    @classmethod
+    def from_config(cls, config):
+        # Heads saved before ``features`` existed were fed the L2-normalised embedding.
+        return super().from_config({"features": "embedding", **config})
+
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, margin=self.margin, lam=self.lam,

@@ -64,10 +64,10 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
     pooled = _pooling_layer(pooling)(features)
     dense = keras.layers.Dense(embedding_dim, dtype="float32", name="embedding_dense")(pooled)
     outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_norm")(dense)
-    return keras.Model(inputs, outputs, name=name or f"embedder_{_safe_name(backbone)}")
+    return keras.Model(inputs, outputs, name=name or f"embedder_{safe_name(backbone)}")
 
 
-def _safe_name(backbone):
+def safe_name(backbone):
     """A registry name usable in a model name (``hub:<path or handle>`` holds ``/`` and ``:``)."""
     if backbone.startswith(HUB_PREFIX):
         backbone = "hub_" + local_name(backbone[len(HUB_PREFIX):])

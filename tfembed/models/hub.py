@@ -124,7 +124,15 @@ def preset_normalisation(handle):
     resolved = resolve_preset(handle)
     try:
         converter = keras_hub.layers.ImageConverter.from_preset(resolved)
-    except (OSError, ValueError) as e:
+    except FileNotFoundError:
+        return None   # the preset ships no image_converter.json
+    except ValueError as e:
+        if "find" in str(e) and "subclass" in str(e):
+            return None   # no converter class for this backbone
+        if not os.path.isdir(resolved):
+            raise ValueError(_offline_hint(handle, "image converter") + f" Cause: {e}") from e
+        return None
+    except OSError as e:
         if not os.path.isdir(resolved):
             raise ValueError(_offline_hint(handle, "image converter") + f" Cause: {e}") from e
         return None
@@ -261,6 +269,11 @@ def build_hub_backbone(x, handle, weights):
                                  image_shape=tuple(x.shape[1:]))
     if hasattr(hub_backbone, "vision_encoder"):  # CLIP / SigLIP: the image tower only
         hub_backbone = hub_backbone.vision_encoder
+        native = tuple(hub_backbone.inputs[0].shape[1:])
+        if native != tuple(x.shape[1:]):
+            # Their backbones take no image_shape: the tower keeps its preset's input size.
+            raise ValueError(f"backbone hub:{handle}: the image tower takes {native[:2]} images; "
+                             f"set model.image_size to {native[0]} (got {tuple(x.shape[1:3])})")
     pyramid = dict(getattr(hub_backbone, "pyramid_outputs", None) or {})
     levels = sorted(pyramid, key=lambda k: int(k[1:]))
     outputs = [pyramid[k] for k in levels] + [hub_backbone.output]

@@ -23,6 +23,10 @@ def compile_from_config(model, config):
     """Keras' ``Model.compile_from_config`` for trainers that override ``compile`` (Keras skips
     those with a warning): a loaded trainer comes back compiled as it was saved, its optimizer
     state restorable, ready to continue ``fit``."""
+    # The paper recipes compile with tfembed>CoupledAdam / CoupledSGD; Keras imports only its
+    # own packages while deserialising, so the classes must be registered before.
+    import tfembed.optimizers  # noqa: F401, PLC0415
+
     model.compile(**keras.saving.deserialize_keras_object(config))
 
 

@@ -29,6 +29,7 @@ from tfembed.data.preprocess import training_batches
 from tfembed.io import atomic_save
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
 from tfembed.models import Distiller, build_embedder
+from tfembed.models.embedder import safe_name
 from tfembed.models.mutual_learning import MutualLearningCohort
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.specialist import (
@@ -155,7 +156,7 @@ def build_members(config, seed, devices=None, pretrained=None):
         with tf.device(devices[l] if devices else None):
             member = build_embedder(backbone, int(m.embedding_dim), input_shape=(size, size, 3),
                                     weights=weights or None,
-                                    name=f"member{l}_{backbone}",
+                                    name=f"member{l}_{safe_name(backbone)}",
                                     **dict(m.get("backbone_kwargs", {})))
         if pretrained is not None:
             copy_backbone(pretrained, member)

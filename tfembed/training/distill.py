@@ -349,14 +349,18 @@ def train_teacher(domain, config, run_dir, strategy):
                             name="teacher", trainer=trainer)
 
 
-def train_student(method, domain, teacher, config, run_dir, strategy, teacher_classifier=None):
+def train_student(method, domain, teacher, config, run_dir, strategy, teacher_classifier=None,
+                  num_classes=None):
     """Trains the student of ``method`` and saves ``<run_dir>/model.keras``.
+
+    ``num_classes``: the class count of the student's heads (default: ``domain.train``'s); it
+    must match ``teacher_classifier``'s when KD compares their logits.
 
     Returns ``(student, recall_history)``.
     """
     terms, data = parse_method(method)
     os.makedirs(run_dir, exist_ok=True)
-    num_classes = num_train_classes(domain.train)
+    num_classes = int(num_classes or num_train_classes(domain.train))
     if {*EMBEDDING_TERMS, "kd"} & set(terms):
         # Every method of the run on the same data shares one cache (same teacher, stream).
         split = domain.train if data == "full" else labelled_parts(domain, config)[0]
@@ -639,8 +643,12 @@ class LambdaSearch:
         for value in grid:
             trial.distill.weights[term] = float(value)
             run_dir = os.path.join(self.directory, export_name(method), f"lambda_{value:g}")
+            # The full teacher's KD classifier was fitted on every training class (labels keep
+            # their ids in the search split), so the trial heads are as wide.
+            classes = (num_train_classes(self.domain.train)
+                       if self.settings["teacher"] == "full" else None)
             student, _ = train_student(method, domain, teacher, trial, run_dir, self.strategy,
-                                       teacher_classifier=classifier)
+                                       teacher_classifier=classifier, num_classes=classes)
             recall = self.validation_recall(student)
             record["trials"].append({"lambda": float(value), "val_recall@1": recall})
             logging.info("λ search for %s: λ = %g → validation R@1 %.4f", name, value, recall)
