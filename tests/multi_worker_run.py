@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfembed.losses import GlobalBatchLoss, SNDLoss, TripletSemiHardLoss  # noqa: E402
-from tfembed.models import UniversalDistiller  # noqa: E402
+from tfembed.distill import UniversalDistiller  # noqa: E402
 from tfembed.training.specialist import fit_for_steps  # noqa: E402
 from tfembed.training.strategy import get_strategy  # noqa: E402
 
@@ -48,7 +48,7 @@ def embedder(seed):
 
 
 def build_distiller():
-    model = UniversalDistiller(embedder(1), [embedder(2), embedder(3)], SNDLoss(sigma=0.5))
+    model = UniversalDistiller([embedder(2), embedder(3)], embedder(1), SNDLoss(sigma=0.5))
     model.compile(keras.optimizers.SGD(0.5), jit_compile=False)
     return model
 

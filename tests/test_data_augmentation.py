@@ -15,7 +15,7 @@ from tfembed.data import preprocess as P
 from tfembed.data import testing
 from tfembed.data.sources import DEMO_HFLIP, load_domain, read_cub
 from tfembed.data.types import Domain, Split
-from tfembed.models import TeacherCache
+from tfembed.distill import TeacherCache
 from tfembed.training import cohort as cohort_lib
 from tfembed.training import distill as distill_lib
 from tfembed.training.specialist import train_transform_kwargs

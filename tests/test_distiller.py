@@ -22,7 +22,8 @@ from tfembed.losses import (
     triplet_semihard_loss,
     verification_loss,
 )
-from tfembed.models import Distiller, build_embedder, feature_model
+from tfembed.distill import Distiller
+from tfembed.models import build_embedder, feature_model
 
 SIZE = 32
 LABELS = np.array([0, 0, 1, 1, 2, 2, 3, 3])
@@ -58,7 +59,7 @@ def _full(student, teacher, **overrides):
     kwargs.update(overrides)
     if kwargs["heads"] == "lsoftmax only":
         kwargs["heads"] = [(lsoftmax, 1.0)]
-    model = Distiller(student, teacher, **kwargs)
+    model = Distiller(teacher, student, **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     return model
 
@@ -138,7 +139,7 @@ def test_terms_match_their_loss_functions(rng):
 
 def test_unlabelled_rows_get_no_metric_loss(rng):
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
-    model = Distiller(student, teacher, "relative_teacher", metric_loss="triplet_semihard",
+    model = Distiller(teacher, student, "relative_teacher", metric_loss="triplet_semihard",
                       heads=[(LargeMarginSoftmaxHead(4, name="lsoftmax"), 1.0)])
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     x = _images(rng)
@@ -147,12 +148,12 @@ def test_unlabelled_rows_get_no_metric_loss(rng):
     assert logs["metric_loss"] == 0.0 and logs["lsoftmax"] == 0.0
     assert logs["loss"] == pytest.approx(logs["distill_loss"], rel=1e-6)
     # The step on an all-unlabelled batch is the step of the teacher term alone.
-    kd_only = Distiller(student, teacher, "relative_teacher")
+    kd_only = Distiller(teacher, student, "relative_teacher")
     with tf.GradientTape(persistent=True) as tape:
         _, fc, s = model.student_outputs(x, training=True)
-        full = model._weighted_total(model._terms([], teacher(x), [], s, tf.constant(unlabelled),
-                                                  fc))
-        alone = kd_only._weighted_total(kd_only._terms([], teacher(x), [], s, None))
+        full = model.weighted_total(model.compute_terms({}, teacher(x), {}, s,
+                                                        tf.constant(unlabelled), fc))
+        alone = kd_only.weighted_total(kd_only.compute_terms({}, teacher(x), {}, s, None))
     for a, b in zip(tape.gradient(full, student.trainable_weights),
                     tape.gradient(alone, student.trainable_weights)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
@@ -167,13 +168,13 @@ def test_unlabelled_rows_get_no_metric_loss(rng):
 
 def test_cross_quality_feeds_teacher_and_student_different_inputs(rng):
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
-    model = Distiller(student, teacher, "relative_teacher")
+    model = Distiller(teacher, student, "relative_teacher")
     model.compile(optimizer="adam")
     clean = _images(rng)
     degraded = low_resolution(clean, 8).numpy()
     assert not np.allclose(clean, degraded)
     inputs = {"images": clean, "student_images": degraded}
-    _, t = model.teacher_outputs(inputs)
+    _, t = model.teacher_targets(inputs)
     np.testing.assert_allclose(t, teacher(clean), rtol=1e-5)
     assert not np.allclose(t, teacher(degraded), atol=1e-4)
     np.testing.assert_allclose(model(inputs), student(degraded), rtol=1e-5)
@@ -186,8 +187,8 @@ def test_cross_quality_feeds_teacher_and_student_different_inputs(rng):
 
 def test_student_alone_never_runs_the_teacher(rng):
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
-    model = Distiller(student, teacher, None, metric_loss="triplet_semihard")
-    assert not model._needs_teacher and model.teacher_outputs(_images(rng)) == ([], None)
+    model = Distiller(teacher, student, None, metric_loss="triplet_semihard")
+    assert not model._needs_teacher and model.teacher_targets(_images(rng)) == ({}, None)
     model.compile(optimizer="adam")
     logs = model.fit(_images(rng), LABELS, batch_size=8, verbose=0).history
     assert set(logs) == {"loss", "metric_loss"}
@@ -196,18 +197,18 @@ def test_student_alone_never_runs_the_teacher(rng):
 def test_configuration_errors(rng):
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, dim=8, name="student", seed=1)
     with pytest.raises(ValueError, match="16-d.*8-d"):
-        Distiller(student, teacher, "absolute_teacher")
+        Distiller(teacher, student, "absolute_teacher")
     with pytest.raises(ValueError, match="no loss term"):
-        Distiller(student, teacher, None)
+        Distiller(teacher, student, None)
     with pytest.raises(ValueError, match="teacher_classifier"):
-        Distiller(student, teacher, "relative_teacher", kd_weight=1.0)
+        Distiller(teacher, student, "relative_teacher", kd_weight=1.0)
     with pytest.raises(ValueError, match="logits"):
-        Distiller(student, teacher, "relative_teacher", kd_weight=1.0,
+        Distiller(teacher, student, "relative_teacher", kd_weight=1.0,
                   teacher_classifier=_classifier())
     with pytest.raises(ValueError, match="pairs"):
-        Distiller(student, teacher, "relative_teacher", hint_layers=["stage2"], hint_weight=1.0)
+        Distiller(teacher, student, "relative_teacher", hint_layers=["stage2"], hint_weight=1.0)
     with pytest.raises(ValueError, match="No layer 'nope'"):
-        Distiller(student, teacher, "relative_teacher", attention_layers=[("nope", "stage2")],
+        Distiller(teacher, student, "relative_teacher", attention_layers=[("nope", "stage2")],
                   attention_weight=1.0)
 
 
@@ -258,7 +259,7 @@ def test_lsoftmax_head_sees_the_unnormalised_fc_output(rng):
     the L2-normalised embedding."""
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
     _Recording.seen, _RecordingVerification.seen = [], []
-    model = Distiller(student, teacher, None, metric_loss="triplet_semihard",
+    model = Distiller(teacher, student, None, metric_loss="triplet_semihard",
                       heads=[(_Recording(4, margin=3, name="lsoftmax"), 1.0),
                              (_RecordingVerification(mode="contrastive", name="verification"),
                               5.0)])
@@ -282,12 +283,12 @@ def test_lsoftmax_head_sees_the_unnormalised_fc_output(rng):
 def test_head_features_option_and_missing_fc_layer(rng):
     teacher = _cnn(0.5, name="teacher")
     # A head may ask for the normalised embedding instead.
-    model = Distiller(_cnn(0.125, name="student", seed=1), teacher, None,
+    model = Distiller(teacher, _cnn(0.125, name="student", seed=1), None,
                       heads=[(LargeMarginSoftmaxHead(4, features="embedding", name="ls"), 1.0)])
-    assert model._fc_dim is None
+    assert not model._uses_fc and not model.terms[0].uses_fc
     # A student without the FC layer cannot feed an "fc" head.
     with pytest.raises(ValueError, match="embedding_dense"):
-        Distiller(_dense(1), teacher, None, heads=[(LargeMarginSoftmaxHead(4), 1.0)])
+        Distiller(teacher, _dense(1), None, heads=[(LargeMarginSoftmaxHead(4), 1.0)])
     with pytest.raises(ValueError, match="features"):
         LargeMarginSoftmaxHead(4, features="pooled")
 
@@ -296,7 +297,7 @@ def test_teacher_none_trains_with_its_own_losses(rng, tmp_path):
     student = _cnn(0.125, name="teacher_model", seed=1)
     heads = [(LargeMarginSoftmaxHead(4, margin=3, name="lsoftmax"), 1.0),
              (VerificationHead(mode="contrastive", margin=0.9, name="verification"), 5.0)]
-    model = Distiller(student, None, None, metric_loss=TripletSemiHardLoss(0.9),
+    model = Distiller(None, student, None, metric_loss=TripletSemiHardLoss(0.9),
                       metric_weight=0.1, heads=heads)
     assert model.teacher is None and not model._needs_teacher
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
@@ -311,7 +312,7 @@ def test_teacher_none_trains_with_its_own_losses(rng, tmp_path):
                    dict(distill_loss=None, attention_layers=[("stage2", "stage2")],
                         attention_weight=1.0)):
         with pytest.raises(ValueError, match="teacher=None"):
-            Distiller(student, None, **kwargs)
+            Distiller(None, student, **kwargs)
 
 
 def _fc_student(seed, dim=6):
@@ -326,7 +327,7 @@ def _heads_distiller(local):
     heads = [(LargeMarginSoftmaxHead(4, margin=3, name="lsoftmax",
                                      initializer=keras.initializers.GlorotUniform(5)), 1.0),
              (VerificationHead(mode="contrastive", margin=0.9, name="verification"), 5.0)]
-    model = Distiller(_fc_student(2), _dense(3, dim=6), "direct_match",
+    model = Distiller(_dense(3, dim=6), _fc_student(2), "direct_match",
                       metric_loss="triplet_semihard", metric_weight=0.1, heads=heads,
                       teacher_classifier=_classifier(dim=6), kd_weight=0.5,
                       global_batch=not local)
@@ -365,12 +366,12 @@ def test_trainer_compiled_with_a_coupled_optimizer_reloads_compiled(tmp_path, rn
     teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
     teacher_path = str(tmp_path / "teacher.keras")
     teacher.save(teacher_path)
-    model = Distiller(student, teacher_path, "relative_teacher")
+    model = Distiller(teacher_path, student, "relative_teacher")
     model.compile(optimizer=CoupledAdam(1e-3, l2_weight_decay=2e-4))
     model.train_on_batch(_images(rng), LABELS)
     path = str(tmp_path / "distiller.keras")
     model.save(path)
-    script = ("import sys, keras, tfembed.models; m = keras.models.load_model(sys.argv[1]); "
+    script = ("import sys, keras, tfembed.distill; m = keras.models.load_model(sys.argv[1]); "
               "print(type(m.optimizer).__name__, m.optimizer.l2_weight_decay)")
     done = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

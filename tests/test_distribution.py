@@ -18,7 +18,8 @@ from test_cohort import _dense as _cohort_member
 from test_universal import _batches as _universal_batches
 from test_universal import _dense_embedder, _domains, _teachers
 from tfembed import losses as L
-from tfembed.models import AttentionEnsemble, Distiller, MultiHeadEnsemble, UniversalDistiller
+from tfembed.distill import Distiller, UniversalDistiller
+from tfembed.models import AttentionEnsemble, MultiHeadEnsemble
 from tfembed.models.mutual_learning import MutualLearningCohort
 from tfembed.ops import gather_replicas
 
@@ -48,14 +49,14 @@ def _embedder(local):
 
 
 def _distiller(local):
-    model = Distiller(_dense(2), _dense(3), "relative_teacher", metric_loss="triplet_semihard",
+    model = Distiller(_dense(3), _dense(2), "relative_teacher", metric_loss="triplet_semihard",
                       global_batch=not local)
     model.compile(keras.optimizers.SGD(0.5))
     return model
 
 
 def _universal(local):
-    model = UniversalDistiller(_dense_embedder(seed=3), _teachers(2), L.SNDLoss(sigma=0.5),
+    model = UniversalDistiller(_teachers(2), _dense_embedder(seed=3), L.SNDLoss(sigma=0.5),
                                global_batch=not local)
     model.compile(keras.optimizers.SGD(0.5))
     return model

@@ -19,7 +19,7 @@ def test_namespaces_give_the_notebook_objects():
     import keras
 
     assert issubclass(te.losses.SNDLoss, keras.losses.Loss)
-    assert issubclass(te.models.Distiller, keras.Model)
+    assert issubclass(te.distill.Distiller, keras.Model)
     assert issubclass(te.callbacks.RecallAtKCallback, keras.callbacks.Callback)
     for fn in (te.data.load_domain, te.data.training_batches, te.data.eval_dataset,
                te.models.build_embedder, te.evaluation.recall_at_k, te.export.export_model):

@@ -233,7 +233,7 @@ def test_teacher_trains_with_the_students_heads(monkeypatch, tmp_path):
     import numpy as np
 
     from tfembed.data.types import Domain, Split
-    from tfembed.models import Distiller
+    from tfembed.distill import Distiller
     from tfembed.training.specialist import build_model
 
     calls = []

@@ -18,8 +18,8 @@ from tfembed.data.preprocess import (
     train_transform,
     training_batches,
 )
-from tfembed.models import Distiller, TeacherCache, UniversalDistiller
-from tfembed.models import teacher_cache as cache_lib
+from tfembed.distill import Distiller, TeacherCache, UniversalDistiller
+from tfembed.distill import cache as cache_lib
 
 SIZE, RESIZE = 16, 20
 STREAM = dict(image_size=SIZE, resize_size=RESIZE, flip=True, seed=3)
@@ -211,7 +211,7 @@ def test_universal_distiller_cached_step_equals_live_step(rng, teacher_views):
     batch = _teacher_batch(splits, teacher_views, 3)[-1]
 
     def run(source):
-        model = UniversalDistiller(_dense_embedder(seed=5), source, L.SNDLoss(sigma=0.5),
+        model = UniversalDistiller(source, _dense_embedder(seed=5), L.SNDLoss(sigma=0.5),
                                    domain_names=["a", "b"])
         return _fit_one_step(model, batch)
 
@@ -228,7 +228,7 @@ def test_distiller_cached_step_equals_live_step(rng, teacher_views):
     batch = _teacher_batch([split], teacher_views, 2)[-1]
 
     def run(source):
-        model = Distiller(_dense_embedder(seed=6), source, "relative_teacher",
+        model = Distiller(source, _dense_embedder(seed=6), "relative_teacher",
                           metric_loss="triplet_semihard")
         return _fit_one_step(model, batch)
 
@@ -242,7 +242,7 @@ def test_cached_universal_step_on_two_replicas_equals_one_device(rng, two_replic
 
     def run(strategy):
         with strategy.scope():
-            model = UniversalDistiller(_dense_embedder(seed=7), cache, L.SNDLoss(sigma=0.5))
+            model = UniversalDistiller(cache, _dense_embedder(seed=7), L.SNDLoss(sigma=0.5))
             model.compile(keras.optimizers.SGD(0.5))
         logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
         return {k: v[0] for k, v in logs.items()}, [w.numpy() for w in model.student.weights]
@@ -255,11 +255,11 @@ def test_trainers_explain_what_a_cache_cannot_do(rng, tmp_path):
     teacher = _teachers(1)[0]
     cache = _cache([teacher], [split], 0)
     with pytest.raises(ValueError, match="feature maps"):
-        Distiller(_dense_embedder(), cache, "relative_teacher", attention_layers=[("a", "b")],
+        Distiller(cache, _dense_embedder(), "relative_teacher", attention_layers=[("a", "b")],
                   attention_weight=1.0)
     with pytest.raises(ValueError, match="one teacher"):
-        Distiller(_dense_embedder(), _cache(_teachers(2), _domains(rng, 2), 0), "relative_teacher")
-    model = UniversalDistiller(_dense_embedder(), cache, L.SNDLoss(sigma=0.5))
+        Distiller(_cache(_teachers(2), _domains(rng, 2), 0), _dense_embedder(), "relative_teacher")
+    model = UniversalDistiller(cache, _dense_embedder(), L.SNDLoss(sigma=0.5))
     model.compile(keras.optimizers.SGD(0.1))
     plain = training_batches([split], 2, 4, **STREAM)      # no example / view keys
     with pytest.raises(ValueError, match="'example' and 'view'"):
@@ -272,7 +272,7 @@ def test_config_round_trip_with_a_saved_cache(rng, tmp_path):
     split = _domains(rng, 1)[0]
     cache = _cache(_teachers(1), [split], 1)
     cache.save(str(tmp_path / "cache"))
-    for model in (UniversalDistiller(_dense_embedder(), cache, L.SNDLoss(sigma=0.5)),
-                  Distiller(_dense_embedder(), cache, "relative_teacher")):
+    for model in (UniversalDistiller(cache, _dense_embedder(), L.SNDLoss(sigma=0.5)),
+                  Distiller(cache, _dense_embedder(), "relative_teacher")):
         clone = type(model).from_config(model.get_config())
         np.testing.assert_array_equal(clone.teacher_cache.table(0), cache.table(0))

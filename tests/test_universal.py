@@ -8,7 +8,8 @@ import tensorflow as tf
 from tfembed.data.preprocess import training_batches
 from tfembed.data.types import Split
 from tfembed.losses import SNDLoss, TripletSemiHardLoss, snd_loss, triplet_semihard_loss
-from tfembed.models import UniversalDistiller, build_embedder
+from tfembed.distill import UniversalDistiller
+from tfembed.models import build_embedder
 
 SIZE = 16
 
@@ -71,7 +72,7 @@ def test_teachers_frozen_student_trained(rng):
     before = [[w.numpy().copy() for w in t.weights] for t in teachers]
     student = build_embedder("small_cnn", 8, (SIZE, SIZE, 3), name="student", width=0.25)
     student_before = [w.numpy().copy() for w in student.trainable_weights]
-    model = UniversalDistiller(student, teachers, SNDLoss(sigma=0.5),
+    model = UniversalDistiller(teachers, student, SNDLoss(sigma=0.5),
                                domain_names=["a", "b", "c"])
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(_batches(splits), steps_per_epoch=6, epochs=1, verbose=0)
@@ -90,7 +91,7 @@ def test_teachers_frozen_student_trained(rng):
 def test_only_the_batch_domain_teacher_runs(rng):
     splits = _domains(rng)
     teachers = [CountingTeacher(t) for t in _teachers()]
-    model = UniversalDistiller(_dense_embedder(), teachers, "snd")
+    model = UniversalDistiller(teachers, _dense_embedder(), "snd")
     model.compile(optimizer="adam")
     steps = 12
     model.fit(_batches(splits), steps_per_epoch=steps, epochs=1, verbose=0)
@@ -105,7 +106,7 @@ def test_loss_is_the_batch_teachers_snd(rng):
     splits = _domains(rng)
     teachers = [_dense_embedder(name=f"t{d}", seed=10 + d) for d in range(3)]
     student = _dense_embedder()
-    model = UniversalDistiller(student, teachers, SNDLoss(sigma=0.1))
+    model = UniversalDistiller(teachers, student, SNDLoss(sigma=0.1))
     model.compile(optimizer="adam")
     x, y = next(iter(_batches(splits)))
     d = int(x["domain"][0])
@@ -123,7 +124,7 @@ def test_domain_loss_replaces_distillation(rng):
     splits = _domains(rng, 2)
     student = _dense_embedder()
     # Domain "coarse" has no teacher at all: the label loss replaces distillation (000 §5.3).
-    model = UniversalDistiller(student, [None, _teachers(1)[0]], "snd",
+    model = UniversalDistiller([None, _teachers(1)[0]], student, "snd",
                                domain_losses={"coarse": TripletSemiHardLoss(margin=0.2)},
                                domain_names=["coarse", "fine"])
     model.compile(optimizer="adam")
@@ -139,9 +140,9 @@ def test_domain_loss_replaces_distillation(rng):
 
 def test_domain_without_teacher_or_loss_is_an_error():
     with pytest.raises(ValueError, match="neither a teacher nor a domain_losses"):
-        UniversalDistiller(_dense_embedder(), [None, _teachers(1)[0]], "snd")
+        UniversalDistiller([None, _teachers(1)[0]], _dense_embedder(), "snd")
     with pytest.raises(ValueError, match="names domain 'nope'"):
-        UniversalDistiller(_dense_embedder(), _teachers(2), "snd", domain_losses={"nope": "rkd"},
+        UniversalDistiller(_teachers(2), _dense_embedder(), "snd", domain_losses={"nope": "rkd"},
                            domain_names=["a", "b"])
 
 
@@ -149,13 +150,13 @@ def test_mismatched_teacher_dimension_names_it():
     teachers = _teachers(2, dim=8) + [build_embedder("small_cnn", 16, (SIZE, SIZE, 3),
                                                      name="odd", width=0.25)]
     with pytest.raises(ValueError, match=r"teacher 2 \('glyphs'.*16-d.*8-d"):
-        UniversalDistiller(_dense_embedder(), teachers, "snd",
+        UniversalDistiller(teachers, _dense_embedder(), "snd",
                            domain_names=["digits", "fashion", "glyphs"])
 
 
 def test_mixed_domain_batch_is_rejected(rng):
     splits = _domains(rng, 2)
-    model = UniversalDistiller(_dense_embedder(), _teachers(2), "snd")
+    model = UniversalDistiller(_teachers(2), _dense_embedder(), "snd")
     model.compile(optimizer="adam")
     x, y = next(iter(_batches(splits)))
     x = {"images": x["images"], "domain": tf.constant([0, 1] * 4, tf.int32)}
@@ -170,7 +171,7 @@ def test_call_returns_student_and_config_round_trip(tmp_path, rng):
         paths.append(str(tmp_path / f"t{i}.keras"))
         t.save(paths[-1])
     student = _dense_embedder()
-    model = UniversalDistiller(student, paths, SNDLoss(sigma=0.3), domain_names=["a", "b"],
+    model = UniversalDistiller(paths, student, SNDLoss(sigma=0.3), domain_names=["a", "b"],
                                domain_losses={"a": "triplet_semihard"})
     x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
     np.testing.assert_allclose(model({"images": x, "domain": np.zeros(4, np.int32)}),
@@ -180,7 +181,7 @@ def test_call_returns_student_and_config_round_trip(tmp_path, rng):
     clone = UniversalDistiller.from_config(config)
     assert clone.domain_names == ["a", "b"] and clone.teacher_dim == 8
     assert clone._distill_loss_arg.get_config()["sigma"] == pytest.approx(0.3)
-    assert 0 in clone._domain_fns
+    assert 0 in clone.terms[0].label_fns and 1 not in clone.terms[0].label_fns
 
 
 def test_teacher_from_savedmodel_directory(tmp_path, rng):
@@ -192,7 +193,7 @@ def test_teacher_from_savedmodel_directory(tmp_path, rng):
     path = export_model(teacher, str(tmp_path), "teacher", image_size=(SIZE, SIZE),
                         resize_size=(SIZE, SIZE))
     student = _dense_embedder()
-    model = UniversalDistiller(student, [path, _teachers(1)[0]], SNDLoss(sigma=0.1))
+    model = UniversalDistiller([path, _teachers(1)[0]], student, SNDLoss(sigma=0.1))
     assert model.teacher_dim == 8
     model.compile(optimizer="adam")
     for x, y in _batches(splits).take(8):

@@ -5,7 +5,8 @@
 
     te.data          load_domain, training_batches, eval_dataset, Domain, Split
     te.losses        metric losses (TripletSemiHardLoss, ...) and transfer losses (SNDLoss, ...)
-    te.models        build_embedder, load_embedder, Distiller, UniversalDistiller, ensembles
+    te.models        build_embedder, load_embedder, backbones, ensembles
+    te.distill       Distiller, UniversalDistiller, teachers, loss terms, TeacherCache
     te.evaluation    recall_at_k, fused_recall, map_at_r, nmi_f1, report.json helpers
     te.callbacks     RecallAtKCallback, SaveStudent
     te.export        export_model, export_from_file (SavedModel for TF Serving)
@@ -20,6 +21,7 @@ _NAMESPACES = {
     "data": "tfembed.data",
     "losses": "tfembed.losses",
     "models": "tfembed.models",
+    "distill": "tfembed.distill",
     "evaluation": "tfembed.evaluation",
     "callbacks": "tfembed.training.callbacks",
     "export": "tfembed.export",

@@ -2,7 +2,7 @@
 the target (``os.replace`` is atomic on one filesystem). A crash, a kill -9 or two workers writing
 the same file never leave a half-written report, model or cache file behind.
 
-SavedModel exports (``tfembed.export``) and teacher caches (``tfembed.models.teacher_cache``) are
+SavedModel exports (``tfembed.export``) and teacher caches (``tfembed.distill.cache``) are
 directories and follow the same rule with a temporary directory.
 """
 

@@ -339,7 +339,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
         ``{"images": view 0, "views": [B, L, H, W, 3]}`` (view 0 is the ordinary transform of
         the image).
       teacher_views: make the teacher's input deterministic so its embeddings can be cached
-        (:class:`tfembed.models.TeacherCache`); adds ``"example"`` (the image's row in its
+        (:class:`tfembed.distill.TeacherCache`); adds ``"example"`` (the image's row in its
         domain's split) and ``"view"`` to the inputs. ``K`` >= 1: every image is one of ``K``
         fixed augmented views of its example (crop and flip seeded by ``(seed, example,
         view)``, the view drawn per element), seen by teacher and student alike. ``0``: the

@@ -24,6 +24,46 @@ def _scale_scalar_for_replicas(loss):
     return loss
 
 
+def as_loss_fn(loss, default_kwargs=None):
+    """A pure ``fn(a, b) -> scalar`` from a registry name, a tfembed Loss object or a callable.
+
+    A ``keras.losses.Loss`` is used through its ``call`` (unscaled): the trainer scales for the
+    replica count itself, once, after any all-gather.
+    """
+    if isinstance(loss, str):
+        from tfembed.losses import get_loss  # noqa: PLC0415 (the registry imports this module)
+        loss = get_loss(loss, **(default_kwargs or {}))
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call
+    if callable(loss):
+        return loss
+    raise TypeError(f"expected a loss name, a keras.losses.Loss or a callable, got {loss!r}")
+
+
+def serialize_loss(loss):
+    """JSON-able form of a loss given as a name or a Loss object.
+
+    A plain callable has no serializable form: it is recorded as ``{"callable": name}`` so that
+    saving still works (checkpoints keep the weights) and :func:`deserialize_loss` refuses it
+    with a message, instead of the reloaded model silently losing the term.
+    """
+    if loss is None or isinstance(loss, str):
+        return loss
+    if isinstance(loss, keras.losses.Loss):
+        return keras.saving.serialize_keras_object(loss)
+    return {"callable": getattr(loss, "__name__", repr(loss))}
+
+
+def deserialize_loss(config):
+    if config is None or isinstance(config, str):
+        return config
+    if "callable" in config:
+        raise ValueError(f"this model's loss was the plain callable {config['callable']!r}, which "
+                         "cannot be deserialized; pass a loss name or a Loss object")
+    import tfembed.losses  # noqa: F401,PLC0415  (registers the loss classes)
+    return keras.saving.deserialize_keras_object(config)
+
+
 class EmbeddingLoss(keras.losses.Loss):
     """Base class: ``call(y_true, y_pred)`` is ``fn(y_true, y_pred, **kwargs)``.
 

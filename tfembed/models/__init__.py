@@ -1,4 +1,4 @@
-"""Models: backbone registry, embedders and (added by other modules) distillers and ensembles."""
+"""Models: backbone registry, embedders, layers and ensembles (distillers: ``tfembed.distill``)."""
 
 from tfembed.models.backbones import (
     BACKBONES,
@@ -10,9 +10,6 @@ from tfembed.models.backbones import (
 )
 from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_model, load_embedder
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
-from tfembed.models.distiller import Distiller
-from tfembed.models.universal import UniversalDistiller
-from tfembed.models.teacher_cache import TeacherCache
 from tfembed.models.attention_ensemble import (
     AttentionEnsemble,
     MultiHeadEnsemble,

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from tfembed.losses.divergence import divergence_loss
 from tfembed.models.embedder import backbone_spec_of, build_embedder, load_embedder
-from tfembed.models.train_utils import (
+from tfembed.training.step import (
     Untracked,
     as_loss_fn,
     compile_from_config,

@@ -15,7 +15,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from tfembed.models.train_utils import freeze
+from tfembed.training.step import freeze
 
 
 def fit_pca(embeddings, dim):

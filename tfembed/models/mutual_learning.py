@@ -49,7 +49,7 @@ import tensorflow as tf
 
 from tfembed.losses.relation import relation_loss
 from tfembed.models.embedder import load_embedder
-from tfembed.models.train_utils import (
+from tfembed.training.step import (
     as_loss_fn,
     compile_from_config,
     deserialize_loss,

@@ -28,7 +28,8 @@ from absl import logging
 from tfembed.data.preprocess import training_batches
 from tfembed.io import atomic_save
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
-from tfembed.models import Distiller, build_embedder
+from tfembed.distill import Distiller
+from tfembed.models import build_embedder
 from tfembed.models.embedder import safe_name
 from tfembed.models.mutual_learning import MutualLearningCohort
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
@@ -239,7 +240,7 @@ def distill_rkd(cohort, domain, config, run_dir, strategy):
     with strategy.scope():
         keras.utils.set_random_seed(int(config.seed) + 7)
         student = build_model(m, name="rkd_student")
-        distiller = Distiller(student, teacher, distill_loss=get_loss("rkd", **dict(c.rkd)),
+        distiller = Distiller(teacher, student, distill_loss=get_loss("rkd", **dict(c.rkd)),
                               metric_loss=None)
         distiller.compile(optimizer=make_optimizer(t), **compile_kwargs(config))
     recall = RecallAtKCallback(eval_sets([domain], [0], config), ks=tuple(config.eval.ks),

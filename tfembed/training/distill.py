@@ -56,7 +56,7 @@ from tfembed.evaluation.domains import embed_domains
 from tfembed.io import atomic_save
 from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss
-from tfembed.models.distiller import Distiller
+from tfembed.distill import Distiller
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.specialist import (
     build_model,
@@ -306,7 +306,7 @@ def build_distiller(method, student, teacher, config, num_classes, teacher_class
         term = embedding_terms[0]
         distill_loss = get_loss(EMBEDDING_TERMS[term], **dict(d.loss_kwargs.get(term, {})))
     return Distiller(
-        student, teacher, distill_loss=distill_loss,
+        teacher, student, distill_loss=distill_loss,
         distill_weight=float(weights.get(embedding_terms[0], 1.0)) if embedding_terms else 0.0,
         metric_loss=(get_loss(t.loss, **dict(t.get("loss_kwargs", {})))
                      if "ml" in terms else None),

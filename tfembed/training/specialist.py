@@ -22,7 +22,8 @@ from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.data.types import Domain
 from tfembed.io import atomic_save
 from tfembed.losses import GlobalBatchLoss, get_loss
-from tfembed.models import TeacherCache, build_embedder
+from tfembed.distill import TeacherCache
+from tfembed.models import build_embedder
 from tfembed.optimizers import WEIGHT_DECAY_MODES, CoupledAdam, CoupledSGD
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.fault_tolerance import TrainingPreempted, TrainingState, sigterm_checkpoints

@@ -11,7 +11,7 @@ report.json:
   mixed in a batch), ``ds`` (domain-specific: one domain per batch, drawn ∝ its image count),
   ``bal`` (domain-balanced: domains equally likely), ``weighted`` (``universal.weights``).
 * ``snd`` / ``rkd`` → ``universal/snd`` / ``universal/rkd``: the student distilled from the
-  specialists with :class:`tfembed.models.UniversalDistiller` under ``universal.policy``.
+  specialists with :class:`tfembed.distill.UniversalDistiller` under ``universal.policy``.
 """
 
 import functools
@@ -26,7 +26,7 @@ from tfembed.evaluation.domains import embed_split
 from tfembed.io import atomic_save
 from tfembed.losses import get_loss
 from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names
-from tfembed.models.universal import UniversalDistiller
+from tfembed.distill import UniversalDistiller
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.specialist import (
     build_model,
@@ -161,7 +161,7 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     with strategy.scope():
         student = build_model(config.model, name=f"universal_{method}")
         distiller = UniversalDistiller(
-            student, cache if cache is not None else teachers,
+            cache if cache is not None else teachers, student,
             distill_loss_for(method, config), domain_losses=domain_losses, domain_names=names,
             global_batch=bool(u.get("global_batch", True)), name=f"distiller_{method}")
         distiller.compile(optimizer=_optimizer(config), **compile_kwargs(config))

@@ -11,7 +11,8 @@ cache pays off as soon as training visits each ``(example, view)`` more than onc
 The trade: with the cache, the student sees only K augmentations of each image (or, with
 ``teacher_views=0``, fresh augmentations while the teacher's target comes from the clean
 evaluation view) instead of a fresh draw at every visit. :class:`UniversalDistiller` and
-:class:`Distiller` take a cache wherever they take live teachers, and with live teachers on the
+:class:`Distiller` take a cache wherever they take live teachers (through
+:class:`tfembed.distill.teachers.CachedTeacher`), and with live teachers on the
 same ``teacher_views`` stream they compute the same step (tested).
 
 Storage: one float32 table ``[N_d, V, D]`` per domain (``V = max(K, 1)``), on disk as
@@ -26,7 +27,7 @@ Example:
 >>> cache = TeacherCache.load_or_compute("runs/cache", [cub_teacher, cars_teacher],
 ...                                      [cub.train, cars.train], teacher_views=4,
 ...                                      image_size=224, resize_size=256, seed=0)
->>> distiller = UniversalDistiller(student, cache, distill_loss=SNDLoss(sigma=0.25))
+>>> distiller = UniversalDistiller(cache, student, distill_loss=SNDLoss(sigma=0.25))
 >>> distiller.fit(training_batches([cub.train, cars.train], 32, 4, teacher_views=4, seed=0), ...)
 """
 
@@ -35,7 +36,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -57,15 +58,6 @@ def teacher_fingerprint(model) -> str:
     for weight in model.weights:
         digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
     return digest.hexdigest()
-
-
-def cache_keys(x, who):
-    """``(example, view)`` of a batch for a :class:`TeacherCache` lookup, or a clear error."""
-    if not isinstance(x, Mapping) or "example" not in x or "view" not in x:
-        got = sorted(x) if isinstance(x, Mapping) else "plain images"
-        raise ValueError(f"{who} with a TeacherCache needs batches with 'example' and 'view' "
-                         f"(training_batches(..., teacher_views=K)), got {got}")
-    return x["example"], x["view"]
 
 
 class TeacherCache:

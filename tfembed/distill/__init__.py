@@ -1,0 +1,33 @@
+"""Knowledge distillation between embedding models (papers 000, 001, 004).
+
+- :mod:`~tfembed.distill.teachers`: where targets come from (a live model, a cache of its
+  embeddings, one teacher per domain);
+- :mod:`~tfembed.distill.terms`: the loss terms of a step (label, teacher embedding, heads,
+  hint, attention, logits, per-domain);
+- :class:`Distiller`: a student taught by one teacher (001's absolute/relative teacher, hint and
+  attention transfer; 004's DarkRank with its heads and Hinton KD);
+- :class:`UniversalDistiller`: one student taught by one specialist per domain (000's SND/RKD);
+- :class:`TeacherCache`: teachers' embeddings computed once and read by example id.
+"""
+
+from tfembed.distill.cache import TeacherCache
+from tfembed.distill.distiller import FC_LAYER, Distiller
+from tfembed.distill.teachers import (
+    CachedTeacher,
+    DomainTeachers,
+    LiveTeacher,
+    Teacher,
+    as_teacher,
+)
+from tfembed.distill.terms import (
+    AttentionTerm,
+    DomainTerm,
+    HeadTerm,
+    HintTerm,
+    LabelTerm,
+    LogitsTerm,
+    StepOutputs,
+    TeacherTerm,
+    Term,
+)
+from tfembed.distill.universal import UniversalDistiller
