@@ -33,16 +33,37 @@ def test_help_of_the_installed_entry_point_exits_0():
     assert "--set" in done.stdout
 
 
-def test_list_gives_one_line_per_recipe_with_its_summary(capsys):
+def test_list_gives_one_line_per_family_with_its_summary(capsys):
     assert cli.train_main(["tfembed-train", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(recipes.list_recipes())
+    assert len(lines) == len(recipes.list_families())
     by_name = {line.split()[0]: line for line in lines}
-    assert "Offline demo of paper 000" in by_name["snd_universal_demo"]
-    # A docstring whose first paragraph wraps is joined onto one line.
-    assert by_name["snd_sigma_selfdistill"].rstrip().endswith("datasets\").")
+    assert "paper 000" in by_name["universal"] and "universal:snd|demo|" in by_name["universal"]
+    # With a family: one line per recipe, its two names and its summary (a first paragraph that
+    # wraps is joined onto one line).
+    assert cli.train_main(["tfembed-train", "--list", "--recipe", "universal"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(recipes.family_recipes("universal"))
+    demo = [l for l in lines if l.startswith("universal:demo ")][0]
+    assert "snd_universal_demo" in demo and "Offline demo of paper 000" in demo
+    sigma = [l for l in lines if "snd_sigma_selfdistill " in l][0]
+    assert sigma.rstrip().endswith("datasets\").")
     for name in recipes.list_recipes():
         assert recipes.summary(name), f"recipe {name} has no docstring summary"
+
+
+def test_family_argument_and_documented_names_run_the_same_recipe():
+    assert recipes.list_recipes() == sorted(set(recipes.list_recipes()))
+    assert len(recipes.list_recipes()) == sum(len(recipes.family_recipes(f))
+                                              for f in recipes.list_families())
+    a = recipes.resolve("rel_teacher:cub", ["smoke=true"])
+    b = recipes.resolve("rel_teacher_resnet18_cub", ["smoke=true"])
+    assert a.to_dict() == b.to_dict() and a.recipe == "rel_teacher_resnet18_cub"
+    assert recipes.resolve("distill", []).recipe == "distill_demo"   # a one-argument family
+    with pytest.raises(recipes.RecipeError, match="Arguments of rel_teacher: cub, cars"):
+        recipes.resolve("rel_teacher:cbu", [])
+    with pytest.raises(recipes.RecipeError, match="Give an argument: rel_teacher:cub"):
+        recipes.resolve("rel_teacher", [])
 
 
 def test_unknown_flag_still_exits_2(capsys):

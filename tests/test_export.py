@@ -298,7 +298,7 @@ def test_explicit_version_and_argument_checks(tmp_path):
         export_model(model, str(tmp_path), "m", version=5, **kw)
     assert export_model(model, str(tmp_path), "m", **kw) == str(tmp_path / "m" / "6")
     with pytest.raises(ValueError, match="input shape"):
-        export_model(model, str(tmp_path), "m")  # default 224x224 vs a 32x32 model
+        export_model(model, str(tmp_path), "m", image_size=224)  # 224x224 vs a 32x32 model
     with pytest.raises(ValueError, match="name"):
         export_model(model, str(tmp_path), "../escape", **kw)
     with pytest.raises(ValueError, match="resize_size"):

@@ -18,7 +18,7 @@ def test_recipes_are_listed():
 
 def test_every_recipe_states_command_and_expected_result():
     for name in recipes.list_recipes():
-        doc = recipes._module(name).__doc__ or ""
+        doc = recipes.doc(name)
         assert "tfembed-train --recipe " + name in doc, name
         assert "Expected result" in doc, name
 

@@ -58,10 +58,12 @@ Exports a trained .keras embedder as a SavedModel for TF Serving, under
 
 
 def _define_train(fv):
-    flags.DEFINE_string("recipe", None, "recipe name (a file in tfembed/configs)", flag_values=fv)
+    flags.DEFINE_string("recipe", None, "recipe: <family>:<argument> (rel_teacher:cub) or a "
+                        "documented name (snd_universal_demo)", flag_values=fv)
     flags.DEFINE_string("workdir", None, "run directory (default runs/<recipe>)", flag_values=fv)
     flags.DEFINE_multi_string("set", [], "override a recipe key: --set key=value", flag_values=fv)
-    flags.DEFINE_bool("list", False, "list the recipes and exit", flag_values=fv)
+    flags.DEFINE_bool("list", False, "list the recipe families (with --recipe FAMILY: its "
+                      "recipes) and exit", flag_values=fv)
     flags.DEFINE_bool("print_config", False, "print the resolved recipe and exit", flag_values=fv)
 
 
@@ -74,13 +76,11 @@ def train_main(argv=None):
     if fv is None:
         return 0
     if fv.list:
-        names = recipes.list_recipes()
-        width = max(map(len, names))
-        print("\n".join(f"{n:<{width}}  {recipes.summary(n)}" for n in names))
+        print(recipes.listing(fv.recipe))
         return 0
     if not fv.recipe:
-        sys.stderr.write("tfembed-train: --recipe is required; recipes: "
-                         + ", ".join(recipes.list_recipes()) + "\n")
+        sys.stderr.write("tfembed-train: --recipe is required; families (tfembed-train --list): "
+                         + ", ".join(recipes.list_families()) + "\n")
         return 2
     try:
         config = recipes.resolve(fv.recipe, fv.set)
@@ -111,8 +111,10 @@ def _define_eval(fv):
     flags.DEFINE_list("domains", [], "domains to evaluate on, e.g. cub,cars,inshop or digits",
                       flag_values=fv)
     flags.DEFINE_string("data_dir", "", "root that holds the datasets", flag_values=fv)
-    flags.DEFINE_integer("image_size", 224, "evaluation crop size", flag_values=fv)
-    flags.DEFINE_integer("resize_size", 256, "resize before the centre crop", flag_values=fv)
+    flags.DEFINE_integer("image_size", 0, "evaluation crop size (0: the model's ImageSpec)",
+                         flag_values=fv)
+    flags.DEFINE_integer("resize_size", 0, "resize before the centre crop (0: the model's "
+                         "ImageSpec)", flag_values=fv)
     flags.DEFINE_list("ks", ["1", "2", "4", "8"], "Recall@K values", flag_values=fv)
     flags.DEFINE_string("workdir", ".", "where report.json is written", flag_values=fv)
 
@@ -126,20 +128,24 @@ def eval_main(argv=None):
     if not fv.model or not fv.domains:
         sys.stderr.write("tfembed-eval: --model and --domains are required\n")
         return 2
-    from tfembed.data.preprocess import default_label_offsets
     from tfembed.data.sources import load_domain
-    from tfembed.evaluation.domains import evaluate_model
+    from tfembed.data.types import ImageSpec
+    from tfembed.evaluation.protocol import evaluate
     from tfembed.evaluation.report import write_report
     from tfembed.models import load_embedder
 
     domains = [load_domain(d, data_dir=fv.data_dir or None) for d in fv.domains]
-    offsets = default_label_offsets(domains)
     rows = []
     for path in fv.model:
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-        rows += evaluate_model(name, load_embedder(path), domains, offsets,
-                               image_size=fv.image_size, resize_size=fv.resize_size,
-                               ks=tuple(int(k) for k in fv.ks))
+        model = load_embedder(path)
+        try:
+            spec = ImageSpec.of(model)
+        except ValueError:   # no static input size (e.g. a SavedModel): the standard transform
+            spec = ImageSpec()
+        if fv.image_size or fv.resize_size:
+            spec = ImageSpec(fv.image_size or spec.size, fv.resize_size or None)
+        rows += evaluate(model, domains, ks=tuple(int(k) for k in fv.ks), name=name, spec=spec)
     write_report(fv.workdir, "tfembed-eval", {"models": list(fv.model),
                                               "domains": list(fv.domains)}, rows)
     return 0
@@ -149,8 +155,10 @@ def _define_export(fv):
     flags.DEFINE_string("model", None, "trained .keras model", flag_values=fv)
     flags.DEFINE_string("name", None, "model name (TF Serving --model_name)", flag_values=fv)
     flags.DEFINE_string("export_root", "saved_models", "export root", flag_values=fv)
-    flags.DEFINE_integer("image_size", 224, "crop size the model takes", flag_values=fv)
-    flags.DEFINE_integer("resize_size", 256, "resize before the centre crop", flag_values=fv)
+    flags.DEFINE_integer("image_size", 0, "crop size the model takes (0: its input shape)",
+                         flag_values=fv)
+    flags.DEFINE_integer("resize_size", 0, "resize before the centre crop (0: the model's "
+                         "ImageSpec)", flag_values=fv)
 
 
 def export_main(argv=None):
@@ -165,8 +173,8 @@ def export_main(argv=None):
     from tfembed.export import export_from_file
 
     path = export_from_file(fv.model, fv.export_root, fv.name,
-                            image_size=(fv.image_size, fv.image_size),
-                            resize_size=(fv.resize_size, fv.resize_size))
+                            image_size=fv.image_size or None,
+                            resize_size=fv.resize_size or None)
     print(path)
     return 0
 

@@ -35,11 +35,11 @@ import tensorflow as tf
 
 from tfembed.data.preprocess_ops import (
     DEFAULT_IMAGE_SIZE,
-    DEFAULT_RESIZE_SIZE,
     as_size,
     decode_image,
     eval_transform,
 )
+from tfembed.data.types import ImageSpec
 
 __all__ = [
     "export_model",
@@ -111,8 +111,13 @@ def _model_input_hw(model):
 
 
 def _resolve_sizes(model, image_size, resize_size):
-    """Apply the ``None`` defaults and check ``image_size`` against the model's input shape."""
-    model_hw = _model_input_hw(model)
+    """Apply the ``None`` defaults (the model's ImageSpec) and check ``image_size`` against the
+    model's input shape."""
+    try:
+        spec = ImageSpec.of(model)   # also ensembles and trainers, which state their spec
+    except ValueError:
+        spec = None
+    model_hw = spec.size if spec is not None else _model_input_hw(model)
     if image_size is None:
         if model_hw is not None and None not in model_hw:
             image_size = model_hw
@@ -127,9 +132,9 @@ def _resolve_sizes(model, image_size, resize_size):
                     f"{tuple(model_hw)} (height, width); pass image_size={tuple(model_hw)}"
                 )
     if resize_size is None:
-        # The 256 -> 224 ratio of the standard evaluation transform.
-        ratio = DEFAULT_RESIZE_SIZE[0] / DEFAULT_IMAGE_SIZE[0]
-        resize_size = tuple(int(round(s * ratio)) for s in image_size)
+        # The resize the model records, else the 256 -> 224 ratio of the standard transform.
+        resize_size = (spec.resize if spec is not None and spec.size == image_size
+                       else ImageSpec(image_size).resize)
     resize_size = as_size(resize_size, "resize_size")
     if resize_size[0] < image_size[0] or resize_size[1] < image_size[1]:
         raise ValueError(f"resize_size {resize_size} must be at least image_size {image_size}")
@@ -224,8 +229,8 @@ def export_model(
     export_root: str = "saved_models",
     name: str = "embedder",
     *,
-    image_size: Optional[Size] = DEFAULT_IMAGE_SIZE,
-    resize_size: Optional[Size] = DEFAULT_RESIZE_SIZE,
+    image_size: Optional[Size] = None,
+    resize_size: Optional[Size] = None,
     version: Optional[int] = None,
 ) -> str:
     """Export ``model`` to ``<export_root>/<name>/<version>/`` and return that path.
@@ -238,7 +243,8 @@ def export_model(
       image_size: ``(height, width)`` the model sees; must agree with the model's static input
         shape. ``None``: the model's input shape, else 224×224.
       resize_size: the evaluation transform resizes to this before centre-cropping
-        ``image_size``. ``None``: ``image_size`` × 256/224.
+        ``image_size``. ``None``: the model's ``ImageSpec`` (the resize ``build_embedder``
+        recorded), else ``image_size`` × 256/224.
       version: integer version; default one more than the largest existing version (1 if none).
         An explicit version that already exists is a FileExistsError.
 

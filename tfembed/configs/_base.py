@@ -275,3 +275,14 @@ def paper_specialist(domain):
     c = base_config()
     c.domains = [domain]
     return c
+
+
+def demo_model(block, width, embedding_dim=128):
+    """Sets a ``model``/``teacher`` block to the demo domains' network: a small CNN of channel
+    ``width`` on 28-px crops of 32-px images, no pretrained weights."""
+    block.backbone = "small_cnn"
+    block.backbone_kwargs = {"width": width}
+    block.weights = ""
+    block.embedding_dim = embedding_dim
+    block.image_size = 28
+    block.resize_size = 32

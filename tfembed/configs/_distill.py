@@ -2,7 +2,7 @@
 
 import math
 
-from tfembed.configs._base import PAPER_SMOKE, base_config
+from tfembed.configs._base import PAPER_SMOKE, base_config, demo_model, distill_defaults
 
 # Smoke settings of the distillation recipes: PAPER_SMOKE with small CNNs for teacher and
 # student (the specialist recipes' smoke runs already build the ResNets) and no SavedModel export
@@ -234,3 +234,74 @@ def paper_004(methods):
     c.distill.export = [m for m in methods if m != "ml"][-1:]
     c.eval.ks = [1, 2, 4, 8]
     return c
+
+
+# 001 §5.2 (Table 3): students on the labelled half, both halves, or the unlabelled half.
+SEMI_SUPERVISED_METHODS = ["ml@labelled", "ml+abs@labelled", "ml+rel@labelled", "ml+abs@semi",
+                           "ml+rel@semi", "abs@unlabelled", "rel@unlabelled"]
+
+
+# Smoke: 2 steps and a few of the methods (every method list is checked without training
+# by the tests; the paper recipes' smoke runs cover every kind of term).
+DEMO_DISTILL_SMOKE = {
+    "train.steps": 2,
+    "train.steps_per_epoch": 2,
+    "eval.max_images_per_split": 120,
+    "distill.kd_classifier_epochs": 1,
+    "distill.methods": ["ml", "ml+rel+at", "ml+rel+hint"],
+    "distill.export": ["ml+rel+at"],
+}
+
+
+def demo_distill_config(domain="digits"):
+    """The shared set-up of the demo distillation recipes (teacher, student, steps)."""
+    c = base_config()
+    c.pipeline = "distill"
+    c.domains = [domain]
+    demo_model(c.teacher, width=1.0)
+    demo_model(c.model, width=0.25)
+    c.train.classes_per_batch = 8
+    c.train.images_per_class = 4
+    c.train.learning_rate = 1e-3
+    c.train.steps = 600
+    c.train.steps_per_epoch = 200
+    c.eval.batch_size = 512
+    c.distill = distill_defaults()
+    c.distill.hint_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
+    c.distill.attention_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
+    return c
+
+
+# 001's datasets as the teacher recipes name them in their summaries.
+DATASETS_001 = {"cub": "CUB-200-2011", "cars": "Cars-196", "sop": "Stanford Online Products"}
+TERMS_001 = {"": "", "at": " + attention transfer (001 Eq. 12)", "hint": " + hint (001 Eq. 9)"}
+
+
+def teacher_recipes_001(kind, expected):
+    """``RECIPES`` of the ``rel_teacher`` / ``abs_teacher`` families: for each domain the student
+    alone (``ml``) and with the ``kind`` teacher (``ml+<kind>``); on CUB also the teacher term
+    with attention transfer or hint (arguments ``cub_at``, ``cub_hint``).
+
+    ``expected``: ``{argument: (001 table, Recall@1 % of each student and the teacher)}``.
+    """
+    import functools  # noqa: PLC0415
+
+    from tfembed.configs._recipe import Recipe  # noqa: PLC0415
+
+    word = {"rel": "Relative", "abs": "Absolute"}[kind]
+    eq = {"rel": "001 Eq. 5, Eq. 7", "abs": "001 Eq. 4, Eq. 7"}[kind]
+    recipes = {}
+    for arg, (table, result) in expected.items():
+        domain, _, term = arg.partition("_")
+        methods = ["ml", f"ml+{kind}"] if not term else [f"ml+{kind}", f"ml+{kind}+{term}"]
+        name = f"{kind}_teacher{'_' + term if term else ''}_resnet18_{domain}"
+        about = (f"{word} teacher{TERMS_001[term]} ({eq}) on {DATASETS_001[domain]}: ResNet-101 → "
+                 f"ResNet-18.\n\nTrains the ResNet-101 teacher, then the ResNet-18 students "
+                 f"{', '.join(methods)}; settings and λ's cross-validation in "
+                 f"``_distill.paper_001``.\n\nCommand:\n  tfembed-train --recipe {name} --set "
+                 f"data_dir=/path/to/datasets\nExpected result (001 {table}, Recall@1 %):\n  "
+                 f"{result}.\nSmoke run (small CNNs, 2 steps):\n  tfembed-train --recipe {name} "
+                 f"--set smoke=true\n")
+        recipes[arg] = Recipe(name, functools.partial(paper_001, domain, methods),
+                              PAPER_DISTILL_SMOKE, about=about)
+    return recipes

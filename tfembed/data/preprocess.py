@@ -31,7 +31,7 @@ from tfembed.data.preprocess_ops import (
     eval_transform,
     low_resolution,
 )
-from tfembed.data.types import Split
+from tfembed.data.types import Split, resolve_sizes
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -298,8 +298,8 @@ def _check_student_view(student_view):
 
 def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per_class: int, *,
                      policy: str = "domain_specific", weights=None,
-                     label_offsets: Optional[Sequence[int]] = None, image_size=(224, 224),
-                     resize_size=(256, 256), flip=True, crop="resize_crop", crop_scale=None,
+                     label_offsets: Optional[Sequence[int]] = None, spec=None, image_size=None,
+                     resize_size=None, flip=True, crop="resize_crop", crop_scale=None,
                      crop_ratio=None, crop_resize_range=None, seed=0, multi_domain=None,
                      crop_boxes=False, student_view=None, low_resolution_size=50,
                      pairs=None, views=None, teacher_views=None, start_step=0):
@@ -311,7 +311,10 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
       policy, weights: multi-domain sampling policy (``sampling.POLICIES``).
       label_offsets: added to each domain's labels so labels are unique across domains
         (defaults to cumulative ``max label + 1``).
-      image_size, resize_size: the training transform's sizes (:func:`train_transform`).
+      spec: the model the batches are for, or its :class:`~tfembed.data.ImageSpec`: the sizes
+        come from it (``image_size``/``resize_size``, if also given, must agree).
+      image_size, resize_size: the training transform's sizes (:func:`train_transform`) without a
+        ``spec``; default 224 and 256.
       flip: random horizontal flip: a bool, or one bool per split (e.g. ``train.flip and
         domain.hflip`` per domain); inside the graph each element uses its own domain's. A split
         whose ``hflip`` is False (a text domain) is never flipped either way.
@@ -353,6 +356,7 @@ def training_batches(splits: Sequence[Split], classes_per_batch: int, images_per
       ``tf.data.Dataset`` of batches with static batch size c·k (2·num_anchors with ``pairs``).
     """
     splits = list(splits)
+    image_size, resize_size = resolve_sizes(image_size, resize_size, spec)
     _check_student_view(student_view)
     if views is not None and (int(views) < 1 or student_view is not None):
         raise ValueError(f"views must be >= 1 and cannot be combined with student_view, got "
@@ -511,8 +515,8 @@ def labelled_mask(split: Split, labelled_fraction: float, seed=0) -> np.ndarray:
     return keep
 
 
-def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
-                       resize_size=(256, 256), flip=True, crop="resize_crop", crop_scale=None,
+def unlabelled_batches(split: Split, batch_size: int, *, spec=None, image_size=None,
+                       resize_size=None, flip=True, crop="resize_crop", crop_scale=None,
                        crop_ratio=None, crop_resize_range=None, seed=0, start_step=0):
     """Endless batches of uniformly shuffled images with label ``-1`` (unlabelled).
 
@@ -521,9 +525,11 @@ def unlabelled_batches(split: Split, batch_size: int, *, image_size=(224, 224),
     split smaller than a batch still works (with repeats). Element n is image
     ``π_e(n mod N)`` of pass ``e = n // N``, with ``π_e`` a stateless permutation seeded by
     ``(seed, e)``: every image once per pass, and ``start_step`` (as in
-    :func:`training_batches`) resumes the stream exactly. ``flip`` (a bool or a one-element
-    sequence; never where ``split.hflip`` is False) and the crop keys: as :func:`training_batches`.
+    :func:`training_batches`) resumes the stream exactly. ``spec``, the sizes, ``flip`` (a bool
+    or a one-element sequence; never where ``split.hflip`` is False) and the crop keys: as
+    :func:`training_batches`.
     """
+    image_size, resize_size = resolve_sizes(image_size, resize_size, spec)
     if len(split) == 0:
         raise ValueError("the unlabelled split is empty")
     flip = split_flips([split], flip)[0]
@@ -558,10 +564,13 @@ def _format(images, domain, labels, multi_domain):
     return (x if len(x) > 1 else x["images"]), labels
 
 
-def eval_dataset(split: Split, batch_size=128, *, image_size=(224, 224), resize_size=(256, 256),
+def eval_dataset(split: Split, batch_size=128, *, spec=None, image_size=None, resize_size=None,
                  label_offset=0, domain: Optional[int] = None, crop_boxes=False,
                  low_resolution_size=0):
     """Every image of a split once, in order, with the evaluation transform.
+
+    ``spec``: the model (or its :class:`~tfembed.data.ImageSpec`) whose sizes the transform
+    uses; else ``image_size``/``resize_size`` (default 224 and 256).
 
     ``crop_boxes`` crops each image to its bounding box first; ``low_resolution_size`` > 0
     degrades the result as :func:`training_batches`' ``"lowres"`` view does (the test images of
@@ -572,7 +581,7 @@ def eval_dataset(split: Split, batch_size=128, *, image_size=(224, 224), resize_
     """
     load = make_loader(split)
     labels = tf.constant(split.labels + label_offset, tf.int64)
-    image_size, resize_size = as_size(image_size), as_size(resize_size)
+    image_size, resize_size = resolve_sizes(image_size, resize_size, spec)
     boxes = _boxes_tensor([split]) if crop_boxes else None
 
     def element(index):

@@ -12,35 +12,15 @@ means the pixels a served model sees are the pixels it was evaluated on.
   pixels in ``0..255`` (models normalise internally).
 """
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional
 
 import tensorflow as tf
-
-Size = Union[int, Sequence[int]]
 
 __all__ = ["decode_image", "eval_transform", "as_size", "crop_to_box", "low_resolution",
            "DEFAULT_IMAGE_SIZE", "DEFAULT_RESIZE_SIZE"]
 
-DEFAULT_IMAGE_SIZE = (224, 224)
-DEFAULT_RESIZE_SIZE = (256, 256)
-
-
-def as_size(size: Size, what: str = "size") -> Tuple[int, int]:
-    """``224`` or ``(224, 224)`` → ``(224, 224)``; anything else is a ValueError naming ``what``."""
-    if isinstance(size, bool):
-        raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}")
-    if isinstance(size, int):
-        pair = (size, size)
-    else:
-        try:
-            pair = tuple(int(s) for s in size)
-        except TypeError:
-            raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}") from None
-        if len(pair) != 2:
-            raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}")
-    if min(pair) < 1:
-        raise ValueError(f"{what} must be positive, got {size!r}")
-    return pair
+# The size helpers are TensorFlow-free, next to ImageSpec; re-exported for the pipelines.
+from tfembed.data.types import DEFAULT_IMAGE_SIZE, DEFAULT_RESIZE_SIZE, Size, as_size  # noqa: E402,F401
 
 
 def decode_image(contents) -> tf.Tensor:

@@ -4,10 +4,14 @@ A reader never decodes images: it lists them (paths, or pixels for the small dem
 their labels, so that the tf.data pipeline in ``preprocess.py``/``sampling.py`` does the decoding in
 parallel. Labels are contiguous ints ``0..num_classes-1`` over the *whole* domain (train and test
 classes are disjoint ranges), so a multi-domain pipeline only has to add a per-domain offset.
+
+:class:`ImageSpec` says what pixels a model takes; an embedder built by
+``tfembed.models.build_embedder`` carries it, so the pipelines, the evaluation and the export read
+the sizes from the model instead of from every call.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -97,3 +101,123 @@ class Domain:
     @property
     def has_query_gallery(self) -> bool:
         return "query" in self.splits
+
+
+#: The standard evaluation transform: resize to 256, centre-crop 224.
+DEFAULT_IMAGE_SIZE, DEFAULT_RESIZE_SIZE = (224, 224), (256, 256)
+
+
+Size = Union[int, Sequence[int]]
+
+
+def as_size(size: Size, what: str = "size") -> Tuple[int, int]:
+    """``224`` or ``(224, 224)`` → ``(224, 224)``; anything else is a ValueError naming ``what``."""
+    if isinstance(size, bool):
+        raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}")
+    if isinstance(size, (int, np.integer)):
+        pair = (int(size), int(size))
+    else:
+        try:
+            pair = tuple(int(s) for s in size)
+        except TypeError:
+            raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}") from None
+        if len(pair) != 2:
+            raise ValueError(f"{what} must be an int or a (height, width) pair, got {size!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{what} must be positive, got {size!r}")
+    return pair
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """The pixels a model takes and the evaluation transform that makes them.
+
+    Attributes:
+      size: ``(height, width)`` of the model's input (the centre crop; the training crop).
+      resize: ``(height, width)`` the evaluation transform resizes to before the centre crop
+        (default: the 256/224 ratio of the standard transform applied to ``size``).
+      channels: channels of the float ``0..255`` pixels the model takes.
+      normalisation: the model's own input normalisation (its ``Preprocess`` mode; informational:
+        models normalise internally, the pipelines always feed ``0..255`` pixels).
+
+    An embedder carries its spec (``build_embedder(..., resize_size=...)`` records the resize in
+    its config); :meth:`of` reads it back, from a model or a saved one.
+    """
+
+    size: Tuple[int, int] = DEFAULT_IMAGE_SIZE
+    resize: Optional[Tuple[int, int]] = None
+    channels: int = 3
+    normalisation: Optional[str] = None
+
+    def __post_init__(self):
+        size = as_size(self.size, "ImageSpec size")
+        if self.resize is None:
+            ratio = DEFAULT_RESIZE_SIZE[0] / DEFAULT_IMAGE_SIZE[0]
+            resize = tuple(int(round(s * ratio)) for s in size)
+        else:
+            resize = as_size(self.resize, "ImageSpec resize")
+        if resize[0] < size[0] or resize[1] < size[1]:
+            raise ValueError(f"ImageSpec resize {resize} must be at least its size {size}")
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "resize", resize)
+        object.__setattr__(self, "channels", int(self.channels))
+
+    @classmethod
+    def of(cls, source: Union["ImageSpec", object, None] = None) -> "ImageSpec":
+        """The spec of ``source``: an ImageSpec, a model (its input shape and the resize recorded
+        by ``build_embedder``; an ensemble's or trainer's ``image_spec`` property, which is its
+        embedder's), or None (the standard 224/256 transform)."""
+        if source is None:
+            return cls()
+        if isinstance(source, ImageSpec):
+            return source
+        # Subclassed models (ensembles, trainers) state it: their inner embedder's.
+        own = getattr(type(source), "image_spec", None)
+        if isinstance(own, property):
+            return source.image_spec
+        shape = _input_shape(source)
+        if shape is None or None in shape[1:3]:
+            raise ValueError(f"cannot read an ImageSpec from {source!r}: it has no single image "
+                             "input of static (height, width); pass image_size/resize_size")
+        preprocess = _preprocess_layer(source)
+        return cls(size=shape[1:3], resize=getattr(preprocess, "resize_size", None),
+                   channels=shape[3] or 3, normalisation=getattr(preprocess, "mode", None))
+
+    def sizes(self, image_size=None, resize_size=None):
+        """``(image_size, resize_size)`` of this spec; an explicit size must agree with it."""
+        for given, own, what in ((image_size, self.size, "image_size"),
+                                 (resize_size, self.resize, "resize_size")):
+            if given is not None and as_size(given, what) != own:
+                raise ValueError(f"{what}={given!r} contradicts the model's ImageSpec ({what} "
+                                 f"{own}); leave it out to use the model's")
+        return self.size, self.resize
+
+
+def resolve_sizes(image_size=None, resize_size=None, spec=None):
+    """``(image_size, resize_size)`` pairs of a pipeline call: from ``spec`` (an ImageSpec or a
+    model) when given, else the arguments, else the standard 224/256 transform."""
+    if spec is not None:
+        return ImageSpec.of(spec).sizes(image_size, resize_size)
+    return (as_size(image_size if image_size is not None else DEFAULT_IMAGE_SIZE, "image_size"),
+            as_size(resize_size if resize_size is not None else DEFAULT_RESIZE_SIZE, "resize_size"))
+
+
+def _input_shape(model) -> Optional[Sequence]:
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
+        return None
+    return tuple(inputs[0].shape)
+
+
+def _preprocess_layer(model):
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ == "Preprocess":
+            return layer
+        if hasattr(layer, "layers"):   # a nested model (an ensemble's backbone)
+            found = _preprocess_layer(layer)
+            if found is not None:
+                return found
+    return None

@@ -57,6 +57,7 @@ from typing import Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
+from tfembed.data.types import ImageSpec
 from tfembed.distill.teachers import CachedTeacher, as_teacher, student_images
 from tfembed.distill.teachers import teacher_from_config
 from tfembed.distill.terms import AttentionTerm, HeadTerm, HintTerm, LabelTerm, LogitsTerm
@@ -223,6 +224,11 @@ class Distiller(keras.Model):
         for term in terms:
             self._trackers[term.name] = keras.metrics.Mean(name=term.name)
         self.built = True
+
+    @property
+    def image_spec(self):
+        """The :class:`~tfembed.data.ImageSpec` of the student (what ``call`` takes)."""
+        return ImageSpec.of(self.student)
 
     @property
     def terms(self):

@@ -177,6 +177,13 @@ class _EnsembleModel(keras.Model):
     all-gathered batch (the contrastive loss compares every pair of the batch, as on one GPU).
     """
 
+    @property
+    def image_spec(self):
+        """The :class:`~tfembed.data.ImageSpec` of the images it takes (its base embedder's)."""
+        from tfembed.data.types import ImageSpec  # noqa: PLC0415
+
+        return ImageSpec.of(self.base)
+
     def __init__(self, num_learners, metric_loss, divergence_weight, divergence_margin,
                  global_batch, name, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -427,29 +434,32 @@ class MultiHeadEnsemble(_EnsembleModel):
 
 # ------------------------------------------------------------------------------------- builders
 
-def _base(backbone, num_learners, embedding_dim, input_shape, weights, pooling, backbone_kwargs):
+def _base(backbone, num_learners, embedding_dim, input_shape, weights, pooling, backbone_kwargs,
+          resize_size=None):
     if embedding_dim % num_learners:
         raise ValueError(f"embedding_dim {embedding_dim} is not a multiple of the {num_learners} "
                          "learners (each learner embeds into embedding_dim / M dimensions)")
     return build_embedder(backbone, embedding_dim // num_learners, input_shape=input_shape,
-                          weights=weights, pooling=pooling, **(backbone_kwargs or {}))
+                          weights=weights, pooling=pooling, resize_size=resize_size,
+                          **(backbone_kwargs or {}))
 
 
 def build_attention_ensemble(backbone, num_learners=8, embedding_dim=512,
                              input_shape=(224, 224, 3), weights=None, pooling="avg",
-                             backbone_kwargs=None, **kwargs):
+                             backbone_kwargs=None, resize_size=None, **kwargs):
     """ABE-M on a registered backbone: ``embedding_dim`` is the ensemble's (D); each learner
     gets D/M. ``kwargs`` go to :class:`AttentionEnsemble` (branch, attention_blocks, losses)."""
     base = _base(backbone, num_learners, embedding_dim, input_shape, weights, pooling,
-                 backbone_kwargs)
+                 backbone_kwargs, resize_size)
     return AttentionEnsemble(base, num_learners=num_learners, **kwargs)
 
 
 def build_multihead_ensemble(backbone, num_heads=8, embedding_dim=512, input_shape=(224, 224, 3),
-                             weights=None, pooling="avg", backbone_kwargs=None, **kwargs):
+                             weights=None, pooling="avg", backbone_kwargs=None, resize_size=None,
+                             **kwargs):
     """M-heads on a registered backbone (D/M per head); ``head_init`` defaults to "copy" with
     pretrained ``weights`` and "fresh" without."""
     base = _base(backbone, num_heads, embedding_dim, input_shape, weights, pooling,
-                 backbone_kwargs)
+                 backbone_kwargs, resize_size)
     kwargs.setdefault("head_init", "copy" if weights else "fresh")
     return MultiHeadEnsemble(base, num_heads=num_heads, **kwargs)

@@ -19,6 +19,8 @@ import os
 import keras
 import tensorflow as tf
 
+from tfembed.data.types import ImageSpec
+
 from tfembed.models.backbones import BACKBONES, backbone_spec, build_backbone, hub_spec
 from tfembed.models.hub import HUB_PREFIX, local_name
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
@@ -37,7 +39,7 @@ def _pooling_layer(pooling):
 
 
 def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weights=None,
-                   pooling="avg", name=None, **kwargs):
+                   pooling="avg", name=None, resize_size=None, **kwargs):
     """An L2-normalised embedding model on a registered backbone.
 
     Args:
@@ -50,6 +52,9 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
         the ``backbones`` module docstring).
       pooling: ``"avg"``, ``"max"`` or ``"gem"`` global pooling.
       name: model name; default ``"embedder_<backbone>"``.
+      resize_size: the evaluation resize before the centre crop of ``input_shape[:2]`` (an int
+        or ``(height, width)``; default the 256/224 ratio), recorded in the model's config: its
+        ``tfembed.data.ImageSpec``, which pipelines, evaluation and export read by default.
       **kwargs: passed to the backbone (``alpha`` for mobilenet, ``width`` for small_cnn, …).
 
     Returns:
@@ -58,8 +63,9 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
     """
     spec = backbone_spec(backbone)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
+    image_spec = ImageSpec(tuple(input_shape[:2]), resize_size, channels=input_shape[-1])
     x = Preprocess(spec.preprocess, backbone=backbone, name="preprocess",
-                   **spec.preprocess_kwargs)(inputs)
+                   resize_size=image_spec.resize, **spec.preprocess_kwargs)(inputs)
     features, _ = build_backbone(backbone, x, weights=weights, **kwargs)
     pooled = _pooling_layer(pooling)(features)
     dense = keras.layers.Dense(embedding_dim, dtype="float32", name="embedding_dense")(pooled)

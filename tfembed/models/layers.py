@@ -36,10 +36,14 @@ class Preprocess(keras.layers.Layer):
 
     ``"caffe"`` and ``"torch"`` need 3 channels. ``backbone`` is informational: the registry name of
     the backbone this preprocessing feeds, kept in the layer config so that the backbone of a
-    saved embedder can be recovered (see ``tfembed.models.backbone_spec_of``).
+    saved embedder can be recovered (see ``tfembed.models.backbone_spec_of``). ``resize_size`` is
+    informational too: the evaluation resize of the model's ``ImageSpec``
+    (``tfembed.data.ImageSpec.of(model)``), carried in the config so that pipelines, evaluation
+    and export of a saved model use the sizes it was trained with.
     """
 
-    def __init__(self, mode="unit", backbone=None, scale=None, offset=None, **kwargs):
+    def __init__(self, mode="unit", backbone=None, scale=None, offset=None, resize_size=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESS_MODES:
             raise ValueError(f"Preprocess mode must be one of {PREPROCESS_MODES}, got {mode!r}")
@@ -49,6 +53,7 @@ class Preprocess(keras.layers.Layer):
         self.backbone = backbone
         self.scale = None if scale is None else [float(v) for v in _as_list(scale)]
         self.offset = None if offset is None else [float(v) for v in _as_list(offset)]
+        self.resize_size = None if resize_size is None else [int(v) for v in resize_size]
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -84,6 +89,8 @@ class Preprocess(keras.layers.Layer):
         config.update({"mode": self.mode, "backbone": self.backbone})
         if self.mode == "affine":
             config.update({"scale": self.scale, "offset": self.offset})
+        if self.resize_size is not None:
+            config["resize_size"] = self.resize_size
         return config
 
 

@@ -147,6 +147,13 @@ class MutualLearningCohort(keras.Model):
     # ------------------------------------------------------------------------------ set-up
 
     @property
+    def image_spec(self):
+        """The :class:`~tfembed.data.ImageSpec` of the images it takes (its first member's)."""
+        from tfembed.data.types import ImageSpec  # noqa: PLC0415
+
+        return ImageSpec.of(self.members[0])
+
+    @property
     def num_members(self):
         return len(self.members)
 

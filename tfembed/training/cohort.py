@@ -39,6 +39,7 @@ from tfembed.training.specialist import (
     eval_sets,
     fit_for_steps,
     make_optimizer,
+    model_resize,
     train_transform_kwargs,
 )
 
@@ -156,7 +157,7 @@ def build_members(config, seed, devices=None, pretrained=None):
         keras.utils.set_random_seed(seed + 1000 * l)
         with tf.device(devices[l] if devices else None):
             member = build_embedder(backbone, int(m.embedding_dim), input_shape=(size, size, 3),
-                                    weights=weights or None,
+                                    weights=weights or None, resize_size=model_resize(m),
                                     name=f"member{l}_{safe_name(backbone)}",
                                     **dict(m.get("backbone_kwargs", {})))
         if pretrained is not None:

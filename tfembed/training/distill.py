@@ -52,7 +52,7 @@ from tfembed.data.preprocess import (
     unlabelled_batches,
 )
 from tfembed.data.types import Domain, Split
-from tfembed.evaluation.domains import embed_domains
+from tfembed.evaluation.protocol import embed_domains
 from tfembed.io import atomic_save
 from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss

@@ -51,6 +51,7 @@ from tfembed.training.specialist import (
     eval_sets,
     fit_for_steps,
     make_optimizer,
+    model_resize,
     train_transform_kwargs,
 )
 
@@ -105,6 +106,7 @@ def build_ensemble(method, config):
     size = int(mc.image_size)
     common = dict(
         embedding_dim=int(mc.embedding_dim), input_shape=(size, size, 3),
+        resize_size=model_resize(mc),
         weights=mc.get("weights") or None, pooling=mc.get("pooling", "avg"),
         backbone_kwargs=dict(mc.get("backbone_kwargs", {})),
         branch=e.get("branch") or None,

@@ -34,7 +34,7 @@ from absl import logging
 from tfembed import export as export_lib
 from tfembed.data.preprocess import default_label_offsets
 from tfembed.data.sources import load_domain
-from tfembed.evaluation.domains import embed_domains, evaluate_embeddings, evaluate_model
+from tfembed.evaluation.protocol import embed_domains, evaluate_embeddings, evaluate_model
 from tfembed.evaluation.clustering import nmi_f1
 from tfembed.evaluation.report import format_model_table, format_paper_table, write_report
 from tfembed.models import load_embedder

@@ -36,7 +36,14 @@ def build_model(model_cfg, name=None):
     weights = model_cfg.get("weights") or None
     return build_embedder(model_cfg.backbone, embedding_dim=int(model_cfg.embedding_dim),
                           input_shape=(size, size, 3), weights=weights, name=name,
+                          resize_size=model_resize(model_cfg),
                           **dict(model_cfg.get("backbone_kwargs", {})))
+
+
+def model_resize(model_cfg):
+    """The evaluation resize a ``model`` block records in the model's ImageSpec (None: the
+    standard 256/224 ratio)."""
+    return int(model_cfg.get("resize_size") or 0) or None
 
 
 def make_optimizer(train_cfg, learning_rate=None):

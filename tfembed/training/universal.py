@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from tfembed.data.preprocess import training_batches
-from tfembed.evaluation.domains import embed_split
+from tfembed.evaluation.protocol import embed_split
 from tfembed.io import atomic_save
 from tfembed.losses import get_loss
 from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names

@@ -1,27 +1,65 @@
 """Evaluating embedding models on one or several domains, per domain and on the fused gallery.
 
+:func:`evaluate` is the entry point: a model and its domains in, report rows (DESIGN §4) out, the
+images' sizes read from the model's ``ImageSpec``. The functions below it are its steps, for
+callers that embed once and score several ways (the pipelines' fused baselines, ensembles).
+
 Fused evaluation (paper 000 §5.2): a domain's test images are the queries and the gallery is every
 domain's test images together (In-shop keeps its query set and fuses its gallery), so a model that
 maps two domains onto each other is penalised. Labels are offset per domain, so class 3 of one
 domain never matches class 3 of another.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from tfembed.data.preprocess import eval_dataset
-from tfembed.data.types import Domain
+from tfembed.data.preprocess import default_label_offsets, eval_dataset
+from tfembed.data.types import Domain, ImageSpec
 from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 from tfembed.evaluation.report import recall_rows
 
 
-def embed_split(model, split, *, image_size, resize_size, batch_size=128, label_offset=0,
-                domain=None, crop_boxes=False, low_resolution_size=0):
+def evaluate(model, domains: Union[Domain, Sequence[Domain]], *, ks=(1, 2, 4, 8), fused=True,
+             name: str = "model", spec=None, batch_size=128,
+             offsets: Optional[Sequence[int]] = None, multi_domain_input=False,
+             **view) -> List[dict]:
+    """Recall@K of ``model`` on each domain's evaluation splits, and on the fused gallery.
+
+    Args:
+      model: an embedder (images → ``[B, D]``), or any model whose ``predict`` gives embeddings.
+      domains: one :class:`Domain` or several; each is queried with its test split (or its
+        query split against its gallery, In-shop), and with several, also against the fused
+        gallery of all domains (paper 000's protocol; labels offset per domain).
+      ks: the K of Recall@K. fused: also score on the fused gallery.
+      name: the ``model`` field of the rows.
+      spec: the images' :class:`ImageSpec` (default: the model's, ``ImageSpec.of(model)``).
+      offsets: per-domain label offsets (default: cumulative class counts).
+      multi_domain_input: feed ``{"images", "domain"}`` instead of images.
+      **view: ``crop_boxes`` / ``low_resolution_size`` of :func:`eval_dataset`.
+
+    Returns:
+      report rows ``{"model", "domain", "gallery", "recall@1", ...}`` (DESIGN §4), per domain
+      (``gallery="domain"``) and on the fused gallery (``gallery="fused"``); format them with
+      ``tfembed.evaluation.format_table``.
+    """
+    domains = [domains] if isinstance(domains, Domain) else list(domains)
+    offsets = default_label_offsets(domains) if offsets is None else offsets
+    image_size, resize_size = ImageSpec.of(spec if spec is not None else model).sizes()
+    return evaluate_model(name, model, domains, offsets, image_size=image_size,
+                          resize_size=resize_size, ks=ks, batch_size=batch_size,
+                          multi_domain_input=multi_domain_input, fused=fused, **view)
+
+
+def embed_split(model, split, *, image_size=None, resize_size=None, batch_size=128,
+                label_offset=0, domain=None, crop_boxes=False, low_resolution_size=0):
     """Embeddings ``[N, D]`` (float32 numpy) and offset labels of a split, in order.
 
-    ``crop_boxes`` / ``low_resolution_size``: the view of the images (see ``eval_dataset``).
+    ``image_size``/``resize_size`` default to the model's ``ImageSpec``; ``crop_boxes`` /
+    ``low_resolution_size``: the view of the images (see ``eval_dataset``).
     """
+    if image_size is None and resize_size is None:
+        image_size, resize_size = ImageSpec.of(model).sizes()
     ds = eval_dataset(split, batch_size, image_size=image_size, resize_size=resize_size,
                       label_offset=label_offset, domain=domain, crop_boxes=crop_boxes,
                       low_resolution_size=low_resolution_size)
