@@ -60,7 +60,8 @@ from tensorflow.python.profiler import model_analyzer  # noqa: E402
 from tensorflow.python.profiler.option_builder import ProfileOptionBuilder  # noqa: E402
 
 from tfembed.losses import ContrastiveLoss  # noqa: E402
-from tfembed.models import build_attention_ensemble, build_embedder  # noqa: E402
+from tfembed.ensemble import build_attention_ensemble  # noqa: E402
+from tfembed.models import build_embedder  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
 from recall import cpu_model, time_per_step  # noqa: E402

@@ -1,6 +1,6 @@
 """Benchmark: in a DM² cohort step (003), members that skip an update pay no backward pass.
 
-``MutualLearningCohort`` (paper 003, ``tfembed.models.mutual_learning``) runs, every step, the
+``MutualLearningCohort`` (paper 003, ``tfembed.cohort.mutual_learning``) runs, every step, the
 forward pass of each of its L members (each member's relation loss needs its peers' distance
 matrices), then for member l a ``tf.cond`` on a Bernoulli(p_l) draw whose taken branch holds that
 member's backward pass and optimizer update. A member that skips a step pays its forward pass
@@ -56,7 +56,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfembed.losses import TripletSemiHardLoss  # noqa: E402
 from tfembed.models import build_embedder  # noqa: E402
-from tfembed.models.mutual_learning import MutualLearningCohort  # noqa: E402
+from tfembed.cohort.mutual_learning import MutualLearningCohort  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
 from recall import cpu_model, time_per_step  # noqa: E402

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfembed.losses import TripletHardLoss  # noqa: E402
-from tfembed.models import Distiller, build_embedder  # noqa: E402
+from tfembed.distill import Distiller  # noqa: E402
+from tfembed.models import build_embedder  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
 from recall import cpu_model, time_per_step  # noqa: E402
@@ -58,7 +59,7 @@ def main():
     alone.compile(optimizer=keras.optimizers.Adam(1e-5), loss=TripletHardLoss(margin=0.2),
                   jit_compile=False)
     alone.optimizer.build(alone.trainable_variables)
-    distiller = Distiller(student(), teacher, "relative_teacher",
+    distiller = Distiller(teacher, student(), "relative_teacher",
                           metric_loss=TripletHardLoss(margin=0.2))
     distiller.compile(optimizer=keras.optimizers.Adam(1e-5), jit_compile=False)
     infer = tf.function(lambda x: teacher(x, training=False))

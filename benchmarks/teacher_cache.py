@@ -27,7 +27,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfembed.losses import SNDLoss  # noqa: E402
-from tfembed.models import TeacherCache, UniversalDistiller, build_embedder  # noqa: E402
+from tfembed.distill import TeacherCache  # noqa: E402
+from tfembed.universal import UniversalDistiller  # noqa: E402
+from tfembed.models import build_embedder  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path.
 from recall import cpu_model  # noqa: E402
@@ -77,7 +79,7 @@ def main():
     def distiller(source):
         student = build_embedder(args.student, 128, (s, s, 3), name="student")
         student.set_weights(student_weights)
-        model = UniversalDistiller(student, source, SNDLoss(sigma=0.25))
+        model = UniversalDistiller(source, student, SNDLoss(sigma=0.25))
         model.compile(optimizer=keras.optimizers.Adam(1e-4))
         return model
 

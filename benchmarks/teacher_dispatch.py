@@ -5,8 +5,8 @@ adding domains must not add teacher forward passes. The script builds 4 teachers
 architecture (ResNet-18, the heavier model of the pair) and a small-CNN student, and times
 ``fit`` steps of
 
-* ``UniversalDistiller(student, [t0, t1, t2, t3])`` on batches whose domain cycles 0, 1, 2, 3;
-* ``UniversalDistiller(student, [t0])`` on the same images with domain 0,
+* ``UniversalDistiller([t0, t1, t2, t3], student)`` on batches whose domain cycles 0, 1, 2, 3;
+* ``UniversalDistiller([t0], student)`` on the same images with domain 0,
 
 interleaving them (several rounds, the median per configuration) so machine noise hits both
 alike. It prints the ratio time(4 teachers) / time(1 teacher); the goal is <= 1.15. As a control
@@ -28,7 +28,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfembed.losses import SNDLoss  # noqa: E402
-from tfembed.models import UniversalDistiller, build_embedder  # noqa: E402
+from tfembed.universal import UniversalDistiller  # noqa: E402
+from tfembed.models import build_embedder  # noqa: E402
 
 # Run as a script, benchmarks/ is on sys.path: share the machine description with recall.py.
 from recall import cpu_model  # noqa: E402
@@ -43,16 +44,17 @@ def _batches(images, domains):
 class _AllTeachers(UniversalDistiller):
     """Control: every teacher runs, the batch domain's output is selected afterwards."""
 
-    def teacher_embeddings(self, images, domain):
+    def teacher_targets(self, inputs, domain=None):
+        images = inputs["images"]
         outs = tf.stack([tf.cast(t(images, training=False), tf.float32) for t in self.teachers])
-        return tf.stop_gradient(tf.gather(outs, domain))
+        return {}, tf.stop_gradient(tf.gather(outs, domain))
 
 
 def _distiller(teachers, student_weights, size, cls=UniversalDistiller):
     keras.utils.set_random_seed(1)
     student = build_embedder("small_cnn", 128, (size, size, 3), name="student")
     student.set_weights(student_weights)
-    model = cls(student, teachers, SNDLoss(sigma=0.25))
+    model = cls(teachers, student, SNDLoss(sigma=0.25))
     model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=False)
     return model
 

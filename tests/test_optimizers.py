@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfembed import losses as L
 from tfembed.configs._base import base_config
 from tfembed.optimizers import CoupledAdam, CoupledSGD
-from tfembed.training.specialist import make_optimizer
+from tfembed.training.builders import make_optimizer
 
 SHAPES = {"kernel": (3, 4), "bias": (4,), "gamma": (4,), "beta": (4,)}
 

@@ -5,8 +5,11 @@
 
     te.data          load_domain, training_batches, eval_dataset, Domain, Split
     te.losses        metric losses (TripletSemiHardLoss, ...) and transfer losses (SNDLoss, ...)
-    te.models        build_embedder, load_embedder, backbones, ensembles
-    te.distill       Distiller, UniversalDistiller, teachers, loss terms, TeacherCache
+    te.models        build_embedder, load_embedder, the backbone registry
+    te.distill       Distiller (papers 001/004), teachers, loss terms, TeacherCache
+    te.universal     UniversalDistiller (paper 000)
+    te.ensemble      AttentionEnsemble (ABE-M), MultiHeadEnsemble and their builders
+    te.cohort        MutualLearningCohort (DM²)
     te.evaluation    recall_at_k, fused_recall, map_at_r, nmi_f1, report.json helpers
     te.callbacks     RecallAtKCallback, SaveStudent
     te.export        export_model, export_from_file (SavedModel for TF Serving)
@@ -22,6 +25,9 @@ _NAMESPACES = {
     "losses": "tfembed.losses",
     "models": "tfembed.models",
     "distill": "tfembed.distill",
+    "universal": "tfembed.universal",
+    "ensemble": "tfembed.ensemble",
+    "cohort": "tfembed.cohort",
     "evaluation": "tfembed.evaluation",
     "callbacks": "tfembed.training.callbacks",
     "export": "tfembed.export",

@@ -60,7 +60,8 @@ Exports a trained .keras embedder as a SavedModel for TF Serving, under
 def _define_train(fv):
     flags.DEFINE_string("recipe", None, "recipe: <family>:<argument> (rel_teacher:cub) or a "
                         "documented name (snd_universal_demo)", flag_values=fv)
-    flags.DEFINE_string("workdir", None, "run directory (default runs/<recipe>)", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "run directory (default runs/<documented recipe name>)",
+                        flag_values=fv)
     flags.DEFINE_multi_string("set", [], "override a recipe key: --set key=value", flag_values=fv)
     flags.DEFINE_bool("list", False, "list the recipe families (with --recipe FAMILY: its "
                       "recipes) and exit", flag_values=fv)
@@ -90,12 +91,14 @@ def train_main(argv=None):
     if fv.print_config:
         print(config)
         return 0
-    from tfembed.training import pipelines
     from tfembed.training.fault_tolerance import NonFiniteLossError, TrainingPreempted
+    from tfembed.training.run import run
 
-    workdir = fv.workdir or os.path.join("runs", fv.recipe)
+    # The documented name: `rel_teacher:cub` and `rel_teacher_resnet18_cub` share (and resume)
+    # one run directory.
+    workdir = fv.workdir or os.path.join("runs", config.recipe)
     try:
-        pipelines.run(config, workdir)
+        run(config, workdir)
     except TrainingPreempted as e:
         sys.stderr.write(f"tfembed-train: {e}\n")
         return 143  # 128 + SIGTERM: what a scheduler expects from a terminated job

@@ -8,9 +8,9 @@ import sys
 
 import keras
 from tfembed import recipes
-from tfembed.training import ensemble as E
-from tfembed.training.pipelines import load_domains
-from tfembed.evaluation.domains import embed_domains
+from tfembed.ensemble import runner as E
+from tfembed.training.builders import load_domains
+from tfembed.evaluation.protocol import embed_domains
 
 run = sys.argv[1]
 c = recipes.resolve("abe_demo", [])

@@ -112,7 +112,7 @@ def base_config():
 
 
 def universal_defaults():
-    """The ``universal`` block (pipeline "universal", paper 000); see tfembed/training/universal.py.
+    """The ``universal`` block (pipeline "universal", paper 000); see tfembed/universal/runner.py.
 
     steps / steps_per_epoch / learning_rate: 0 means "as in ``train``" (the specialists' setting).
     policy: sampling of the distillation batches: ds (domain-specific, the paper's), bal, weighted.
@@ -146,7 +146,7 @@ def universal_defaults():
 
 
 def distill_defaults():
-    """The ``distill`` block (pipeline "distill", papers 001/004); see tfembed/training/distill.py.
+    """The ``distill`` block (pipeline "distill", papers 001/004); see tfembed/distill/runner.py.
 
     methods: students to train, ``+``-joined terms with an optional ``@data`` suffix.
     weights: per-term weights: λ of the embedding-level term (abs, rel, direct, darkrank_*, rkd,
@@ -155,7 +155,7 @@ def distill_defaults():
       only breaks ties).
     loss_kwargs: hyper-parameters per term (DarkRank α = β = 3, 004 §4; abs / rel
       ``aggregation``: "mean", DESIGN §4, or "frobenius", the authors' code of 001).
-    lambda_search: λ by cross-validation (001 §4; tfembed.training.distill.LambdaSearch), off
+    lambda_search: λ by cross-validation (001 §4; tfembed.distill.runner.LambdaSearch), off
       while ``terms`` is empty. terms: the embedding-level terms whose λ is searched (e.g.
       ["abs", "rel"]); grid: the λ values tried (log-spaced), term_grids: {term: grid} per
       term; val_fraction: the share of the *training* classes held out for validation (whole
@@ -202,7 +202,7 @@ def distill_defaults():
 
 
 def ensemble_defaults():
-    """The ``ensemble`` block (pipeline "ensemble", paper 002); see tfembed/training/ensemble.py.
+    """The ``ensemble`` block (pipeline "ensemble", paper 002); see tfembed/ensemble/runner.py.
 
     methods: ``abe<M>``, ``abe<M>_nodiv``, ``mheads<M>``, ``mheads<M>_div``; ``model.embedding_dim``
       is the ensemble's size D (each learner D/M).
@@ -233,7 +233,7 @@ def ensemble_defaults():
 
 
 def cohort_defaults():
-    """The ``cohort`` block (pipeline "cohort", paper 003); see tfembed/training/cohort.py.
+    """The ``cohort`` block (pipeline "cohort", paper 003); see tfembed/cohort/runner.py.
 
     methods: independent | md | md+td | md+vd | md+td+vd, optionally ``->rkd``.
     size: members L. backbones: one per member for a heterogeneous cohort ([]: model.backbone).

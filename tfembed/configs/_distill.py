@@ -25,7 +25,7 @@ PAPER_DISTILL_SMOKE = dict(PAPER_SMOKE, **{
     # The λ search of the 001 recipes: a grid of one value, i.e. no trial student (each costs a
     # few seconds of tracing, and the 001 recipes have ~25 searched methods); the selection
     # record is still written. rel_teacher_resnet18_cub's smoke run searches two values, and
-    # tests/test_lambda_search.py the rest (semi-supervised, views, the reduced teacher).
+    # tests/distill/test_lambda_search.py the rest (semi-supervised, views, the reduced teacher).
     "distill.lambda_search.grid": [1.0],
     "distill.lambda_search.steps": 1,
 })
@@ -86,7 +86,7 @@ def paper_001(domain, methods):
 
     λ (001 Eq. 7) is chosen by cross-validation, as 001 §4 says ("learned by cross
     validation") and DESIGN §6 requires (``distill.lambda_search``, see
-    ``tfembed.training.distill.LambdaSearch``): 20 % of the *training* classes are held out
+    ``tfembed.distill.runner.LambdaSearch``): 20 % of the *training* classes are held out
     (001 §5.1 divides the training set 80/20; whole classes here, seeded), one ResNet-18 per λ
     of ``LAMBDA_GRID_001`` is trained on the other 80 % for a quarter of the run's steps
     (``authors_schedule_001``: 12,500 on CUB) with the run's teacher,

@@ -6,7 +6,8 @@
   hint, attention, logits, per-domain);
 - :class:`Distiller`: a student taught by one teacher (001's absolute/relative teacher, hint and
   attention transfer; 004's DarkRank with its heads and Hinton KD);
-- :class:`UniversalDistiller`: one student taught by one specialist per domain (000's SND/RKD);
+- ``UniversalDistiller``: one student taught by one specialist per domain (000's SND/RKD; it
+  lives with paper 000's method in :mod:`tfembed.universal`, and is importable from here too);
 - :class:`TeacherCache`: teachers' embeddings computed once and read by example id.
 """
 
@@ -30,4 +31,12 @@ from tfembed.distill.terms import (
     TeacherTerm,
     Term,
 )
-from tfembed.distill.universal import UniversalDistiller
+
+
+def __getattr__(name):
+    # Paper 000's trainer lives in tfembed.universal (it imports this package: a lazy alias).
+    if name == "UniversalDistiller":
+        from tfembed.universal.distiller import UniversalDistiller  # noqa: PLC0415
+
+        return UniversalDistiller
+    raise AttributeError(f"module 'tfembed.distill' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Models: backbone registry, embedders, layers and ensembles (distillers: ``tfembed.distill``)."""
+"""Models: the backbone registry, embedders and their layers (trainers live with their method:
+``tfembed.distill``, ``tfembed.ensemble``, ``tfembed.cohort``)."""
 
 from tfembed.models.backbones import (
     BACKBONES,
@@ -10,10 +11,3 @@ from tfembed.models.backbones import (
 )
 from tfembed.models.embedder import backbone_spec_of, build_embedder, feature_model, load_embedder
 from tfembed.models.layers import GeneralizedMeanPooling2D, Preprocess
-from tfembed.models.attention_ensemble import (
-    AttentionEnsemble,
-    MultiHeadEnsemble,
-    build_attention_ensemble,
-    build_multihead_ensemble,
-)
-from tfembed.models.mutual_learning import MutualLearningCohort

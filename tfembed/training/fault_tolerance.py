@@ -1,6 +1,6 @@
 """Fault tolerance for every trainer: checkpoint every N steps, resume, NaN stop, preemption.
 
-Every ``fit`` in tfembed goes through :func:`tfembed.training.specialist.fit_for_steps`, which
+Every ``fit`` in tfembed goes through :func:`tfembed.training.loop.fit_for_steps`, which
 hands the run to a :class:`TrainingState` callback:
 
 * **every N steps** (``train.checkpoint_every``) it writes a ``tf.train.Checkpoint`` of the model

@@ -141,7 +141,7 @@ def fit_under_multi_worker(model):
       what tfembed uses).
 
     Both are set on this model instance only, so nothing changes for other models or
-    strategies; ``tests/test_multi_worker.py`` runs two workers on loopback ports through it.
+    strategies; ``tests/training/test_multi_worker.py`` runs two workers on loopback ports through it.
     """
     strategy = model.distribute_strategy
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

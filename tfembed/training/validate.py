@@ -43,7 +43,7 @@ def _forward(what, model, image_size):
 
 
 def _embedder(what, model_cfg):
-    from tfembed.training.specialist import build_model  # noqa: PLC0415
+    from tfembed.training.builders import build_model  # noqa: PLC0415
 
     try:
         model = build_model(model_cfg, name="validate")
@@ -67,7 +67,7 @@ def _validate_embedders(config):
 
 
 def _validate_distill(config):
-    from tfembed.training import distill as distill_lib  # noqa: PLC0415
+    from tfembed.distill import runner as distill_lib  # noqa: PLC0415
 
     distill_lib.check_config(config)  # method and key errors first: they name the key
     teachers = _teachers(config)
@@ -92,7 +92,7 @@ def _validate_distill(config):
 
 
 def _validate_ensemble(config):
-    from tfembed.training import ensemble as ensemble_lib  # noqa: PLC0415
+    from tfembed.ensemble import runner as ensemble_lib  # noqa: PLC0415
 
     ensemble_lib.check_config(config)
     built = []
@@ -107,7 +107,7 @@ def _validate_ensemble(config):
 
 
 def _validate_cohort(config):
-    from tfembed.training import cohort as cohort_lib  # noqa: PLC0415
+    from tfembed.cohort import runner as cohort_lib  # noqa: PLC0415
 
     cohort_lib.check_config(config)
     members = cohort_lib.build_members(config, int(config.seed))

@@ -1,0 +1,205 @@
+"""UniversalDistiller: frozen teachers, one teacher per step, losses, replicas, serialization."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfembed.data.preprocess import training_batches
+from tfembed.data.types import Split
+from tfembed.losses import SNDLoss, TripletSemiHardLoss, snd_loss, triplet_semihard_loss
+from tfembed.universal import UniversalDistiller
+from tfembed.models import build_embedder
+
+SIZE = 16
+
+
+def _split(rng, classes, per_class, shift):
+    labels = np.repeat(np.arange(classes), per_class)
+    # Class-dependent mean so embeddings have structure; ``shift`` separates domains.
+    images = rng.integers(0, 60, (len(labels), SIZE, SIZE, 3)) + 10 * labels[:, None, None, None]
+    return Split(labels=labels.astype(np.int64),
+                 images=np.clip(images + shift, 0, 255).astype(np.uint8))
+
+
+def _domains(rng, m=3):
+    return [_split(rng, 4, 4, 40 * d) for d in range(m)]
+
+
+def _batches(splits, policy="domain_specific", seed=0):
+    return training_batches(splits, 2, 4, policy=policy, image_size=SIZE, resize_size=SIZE,
+                            flip=False, seed=seed, multi_domain=True)
+
+
+def _dense_embedder(dim=8, name=None, seed=0):
+    # No BatchNorm: replica-count comparisons need a student whose forward pass does not depend
+    # on how the batch is split.
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    x = keras.layers.Dense(dim, kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    x = keras.layers.UnitNormalization()(x)
+    return keras.Model(inputs, x, name=name)
+
+
+class CountingTeacher(keras.Model):
+    """A teacher that counts how often its forward pass actually executes (in-graph)."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+        self.calls = tf.Variable(0, trainable=False, dtype=tf.int64)
+
+    def call(self, x, training=False):
+        self.calls.assign_add(1)
+        return self.inner(x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)
+
+    @property
+    def output_shape(self):
+        return self.inner.output_shape
+
+
+def _teachers(m=3, dim=8):
+    return [build_embedder("small_cnn", dim, (SIZE, SIZE, 3), name=f"teacher{d}", width=0.25)
+            for d in range(m)]
+
+
+def test_teachers_frozen_student_trained(rng):
+    splits = _domains(rng)
+    teachers = _teachers()
+    before = [[w.numpy().copy() for w in t.weights] for t in teachers]
+    student = build_embedder("small_cnn", 8, (SIZE, SIZE, 3), name="student", width=0.25)
+    student_before = [w.numpy().copy() for w in student.trainable_weights]
+    model = UniversalDistiller(teachers, student, SNDLoss(sigma=0.5),
+                               domain_names=["a", "b", "c"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(_batches(splits), steps_per_epoch=6, epochs=1, verbose=0)
+    # Teacher BatchNorm statistics too: training=False means moving averages never update.
+    for t, b in zip(teachers, before):
+        for w, v in zip(t.weights, b):
+            np.testing.assert_array_equal(w.numpy(), v)
+    assert any(not np.array_equal(w.numpy(), v)
+               for w, v in zip(student.trainable_weights, student_before))
+    assert {"loss", "loss_a", "loss_b", "loss_c"} <= set(history.history)
+    assert np.isfinite(history.history["loss"][0])
+    assert not model.trainable_weights == [] and all(
+        any(w is s for s in student.trainable_weights) for w in model.trainable_weights)
+
+
+def test_only_the_batch_domain_teacher_runs(rng):
+    splits = _domains(rng)
+    teachers = [CountingTeacher(t) for t in _teachers()]
+    model = UniversalDistiller(teachers, _dense_embedder(), "snd")
+    model.compile(optimizer="adam")
+    steps = 12
+    model.fit(_batches(splits), steps_per_epoch=steps, epochs=1, verbose=0)
+    expected = np.zeros(3, np.int64)
+    for x, _ in _batches(splits).take(steps):
+        expected[int(x["domain"][0])] += 1
+    assert len(set(expected.tolist()) - {0}) >= 1 and (expected > 0).sum() >= 2
+    np.testing.assert_array_equal([int(t.calls.numpy()) for t in teachers], expected)
+
+
+def test_loss_is_the_batch_teachers_snd(rng):
+    splits = _domains(rng)
+    teachers = [_dense_embedder(name=f"t{d}", seed=10 + d) for d in range(3)]
+    student = _dense_embedder()
+    model = UniversalDistiller(teachers, student, SNDLoss(sigma=0.1))
+    model.compile(optimizer="adam")
+    x, y = next(iter(_batches(splits)))
+    d = int(x["domain"][0])
+    expected = float(snd_loss(teachers[d](x["images"], training=False), student(x["images"]),
+                              sigma=0.1))
+    assert expected > 1e-2
+    logs = model.test_on_batch(x, y, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+    np.testing.assert_allclose(logs[f"loss_domain{d}"], expected, rtol=1e-4)
+    for other in set(range(3)) - {d}:
+        assert logs[f"loss_domain{other}"] == 0.0
+
+
+def test_domain_loss_replaces_distillation(rng):
+    splits = _domains(rng, 2)
+    student = _dense_embedder()
+    # Domain "coarse" has no teacher at all: the label loss replaces distillation (000 §5.3).
+    model = UniversalDistiller([None, _teachers(1)[0]], student, "snd",
+                               domain_losses={"coarse": TripletSemiHardLoss(margin=0.2)},
+                               domain_names=["coarse", "fine"])
+    model.compile(optimizer="adam")
+    for x, y in _batches(splits).take(8):
+        if int(x["domain"][0]) == 0:
+            break
+    else:
+        pytest.fail("no coarse batch drawn")
+    logs = model.test_on_batch(x, y, return_dict=True)
+    expected = triplet_semihard_loss(y, student(x["images"]), margin=0.2)
+    np.testing.assert_allclose(logs["loss_coarse"], float(expected), rtol=1e-5)
+
+
+def test_domain_without_teacher_or_loss_is_an_error():
+    with pytest.raises(ValueError, match="neither a teacher nor a domain_losses"):
+        UniversalDistiller([None, _teachers(1)[0]], _dense_embedder(), "snd")
+    with pytest.raises(ValueError, match="names domain 'nope'"):
+        UniversalDistiller(_teachers(2), _dense_embedder(), "snd", domain_losses={"nope": "rkd"},
+                           domain_names=["a", "b"])
+
+
+def test_mismatched_teacher_dimension_names_it():
+    teachers = _teachers(2, dim=8) + [build_embedder("small_cnn", 16, (SIZE, SIZE, 3),
+                                                     name="odd", width=0.25)]
+    with pytest.raises(ValueError, match=r"teacher 2 \('glyphs'.*16-d.*8-d"):
+        UniversalDistiller(teachers, _dense_embedder(), "snd",
+                           domain_names=["digits", "fashion", "glyphs"])
+
+
+def test_mixed_domain_batch_is_rejected(rng):
+    splits = _domains(rng, 2)
+    model = UniversalDistiller(_teachers(2), _dense_embedder(), "snd")
+    model.compile(optimizer="adam")
+    x, y = next(iter(_batches(splits)))
+    x = {"images": x["images"], "domain": tf.constant([0, 1] * 4, tf.int32)}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one domain"):
+        model.train_on_batch(x, y)
+
+
+def test_call_returns_student_and_config_round_trip(tmp_path, rng):
+    teachers = _teachers(2)
+    paths = []
+    for i, t in enumerate(teachers):
+        paths.append(str(tmp_path / f"t{i}.keras"))
+        t.save(paths[-1])
+    student = _dense_embedder()
+    model = UniversalDistiller(paths, student, SNDLoss(sigma=0.3), domain_names=["a", "b"],
+                               domain_losses={"a": "triplet_semihard"})
+    x = rng.uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(model({"images": x, "domain": np.zeros(4, np.int32)}),
+                               student(x), rtol=1e-6)
+    config = model.get_config()
+    assert config["teachers"] == paths and config["domain_names"] == ["a", "b"]
+    clone = UniversalDistiller.from_config(config)
+    assert clone.domain_names == ["a", "b"] and clone.teacher_dim == 8
+    assert clone._distill_loss_arg.get_config()["sigma"] == pytest.approx(0.3)
+    assert 0 in clone.terms[0].label_fns and 1 not in clone.terms[0].label_fns
+
+
+def test_teacher_from_savedmodel_directory(tmp_path, rng):
+    """A teacher may be an exported SavedModel (what TF Serving serves), not only a .keras file."""
+    from tfembed.export import export_model
+
+    splits = _domains(rng, 2)
+    teacher = _dense_embedder(name="exported", seed=5)
+    path = export_model(teacher, str(tmp_path), "teacher", image_size=(SIZE, SIZE),
+                        resize_size=(SIZE, SIZE))
+    student = _dense_embedder()
+    model = UniversalDistiller([path, _teachers(1)[0]], student, SNDLoss(sigma=0.1))
+    assert model.teacher_dim == 8
+    model.compile(optimizer="adam")
+    for x, y in _batches(splits).take(8):
+        if int(x["domain"][0]) == 0:
+            break
+    logs = model.test_on_batch(x, y, return_dict=True)
+    expected = snd_loss(teacher(x["images"]), student(x["images"]), sigma=0.1)
+    np.testing.assert_allclose(logs["loss_domain0"], float(expected), rtol=1e-4)
+    model.fit(_batches(splits), steps_per_epoch=2, epochs=1, verbose=0)

@@ -1,0 +1,176 @@
+"""The universal (paper 000) recipes end to end in smoke mode, and what they leave behind."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfembed import cli
+from tfembed.models import build_embedder
+from tfembed.universal.runner import row_name
+
+PAPER_UNIVERSAL = {
+    # recipe: (domains, methods)
+    "snd_universal": (["cub", "cars", "inshop"], ["snd"]),
+    "rkd_universal": (["cub", "cars", "inshop"], ["rkd"]),
+    "baseline_concat_pca": (["cub", "cars", "inshop"], ["concat_pca"]),
+    "baseline_triplet_fused": (["cub", "cars", "inshop"],
+                               ["triplet_naive", "triplet_ds", "triplet_bal"]),
+    "universal_table2": (["cub", "cars", "inshop"], ["concat_pca", "triplet_naive", "triplet_ds",
+                                                     "triplet_bal", "rkd", "snd"]),
+    "universal_table4": (["cub", "cars", "inshop"], ["concat_pca", "ms_naive", "ms_ds", "ms_bal",
+                                                     "rkd", "snd"]),
+    "snd_universal_sop_vid_inshop": (["sop", "vehicleid", "inshop"], ["snd"]),
+    "snd_imagenet_cub": (["imagenet", "cub"], ["concat_pca", "triplet_weighted", "rkd", "snd"]),
+    "snd_imagenet_cars": (["imagenet", "cars"], ["concat_pca", "triplet_weighted", "rkd", "snd"]),
+}
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Untrained smoke-sized specialists (what --set teachers=... takes), one file per domain."""
+    root = tmp_path_factory.mktemp("teachers")
+    paths = {}
+    for i, name in enumerate(["cub", "cars", "inshop", "sop", "vehicleid", "imagenet"]):
+        keras.utils.set_random_seed(i)
+        # Default names on purpose: teachers loaded from files often share one.
+        model = build_embedder("small_cnn", 128, (32, 32, 3))
+        paths[name] = str(root / f"{name}.keras")
+        model.save(paths[name])
+    return paths
+
+
+def _assert_rows(rows, models, domains, galleries):
+    have = {(r["model"], r["domain"], r["gallery"]) for r in rows}
+    for model in models:
+        for d in domains:
+            for g in galleries:
+                assert (model, d, g) in have, (model, d, g)
+    for r in rows:
+        values = [r[k] for k in sorted(r) if k.startswith("recall@")]
+        assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values), r
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER_UNIVERSAL))
+def test_paper_universal_recipes_in_smoke_mode(recipe, paper_data_dir, teachers, run_recipe,
+                                                tmp_path):
+    domains, methods = PAPER_UNIVERSAL[recipe]
+    report = run_recipe(recipe, tmp_path, f"data_dir={paper_data_dir}",
+                  "teachers=" + ",".join(teachers[d] for d in domains))
+    assert report["config"]["smoke"] is True and report["config"]["universal"]["methods"] == methods
+    fused = report["config"]["eval"]["fused"]
+    galleries = ("domain", "fused") if fused else ("domain",)
+    _assert_rows(report["rows"], [f"specialist/{d}" for d in domains] +
+                 [row_name(m) for m in methods], domains, galleries)
+    if not fused:  # ImageNet shares categories with CUB/CARS: no fused gallery (000 §5.3)
+        assert all(r["gallery"] == "domain" for r in report["rows"])
+    for m in report["config"]["universal"]["export"]:
+        assert os.path.isfile(tmp_path / "saved_models" / f"universal_{m}" / "1" /
+                              "saved_model.pb")
+
+
+def test_universal_recipe_trains_its_specialists_without_teachers(paper_data_dir, run_recipe,
+                                                                  tmp_path):
+    report = run_recipe("snd_universal", tmp_path, f"data_dir={paper_data_dir}",
+                        "domains=cub,cars")
+    for d in ("cub", "cars"):
+        assert os.path.isfile(tmp_path / "specialists" / d / "model.keras")
+    _assert_rows(report["rows"], ["specialist/cub", "specialist/cars", "universal/snd"],
+                 ["cub", "cars"], ("domain", "fused"))
+
+
+def test_teacher_count_must_match_domains(paper_data_dir, teachers, tmp_path):
+    argv = ["tfembed-train", "--recipe", "snd_universal", "--workdir", str(tmp_path), "--set",
+            "smoke=true", "--set", f"data_dir={paper_data_dir}", "--set",
+            f"teachers={teachers['cub']}"]
+    with pytest.raises(ValueError, match="teachers has 1 entries but the recipe has 3 domains"):
+        cli.train_main(argv)
+
+
+def test_unknown_method_is_named(paper_data_dir, tmp_path):
+    argv = ["tfembed-train", "--recipe", "snd_universal", "--workdir", str(tmp_path), "--set",
+            "smoke=true", "--set", f"data_dir={paper_data_dir}", "--set",
+            "universal.methods=snd,trplet_ds"]
+    with pytest.raises(ValueError, match="unknown universal method 'trplet_ds'"):
+        cli.train_main(argv)
+
+
+def _served_embeddings(saved_model, work):
+    """Embeds two PNGs with the SavedModel in a process where keras/tfembed cannot be imported."""
+    files = []
+    for i in range(2):
+        path = os.path.join(work, f"{i}.png")
+        Image.fromarray((np.arange(28 * 28).reshape(28, 28) * (i + 1) % 255).astype(np.uint8)
+                        ).save(path)
+        files.append(path)
+    code = textwrap.dedent(f"""
+        import json, sys
+        for name in ("keras", "tf_keras", "tfembed"):
+            sys.modules[name] = None
+        import tensorflow as tf
+        m = tf.saved_model.load({saved_model!r})
+        images = tf.constant([open(f, "rb").read() for f in {files!r}])
+        out = m.signatures["serving_default"](images=images)["embeddings"].numpy()
+        print(json.dumps(out.tolist()))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_demo_recipe_full_pipeline_in_smoke_mode(run_recipe, tmp_path):
+    report = run_recipe("snd_universal_demo", tmp_path, "eval.ks=1,2")
+    domains = ["digits", "fashion", "glyphs"]
+    models = ([f"specialist/{d}" for d in domains] + ["baseline/random_init",
+              "baseline/concat_pca", "baseline/triplet_naive", "baseline/triplet_ds",
+              "baseline/triplet_bal", "universal/rkd", "universal/snd"])
+    _assert_rows(report["rows"], models, domains, ("domain", "fused"))
+    for name in ("recall_curves", "tsne", "pca_spectra", "distance_ratios"):
+        png = tmp_path / "diagnostics" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((tmp_path / "diagnostics" / f"{name}.json").read_text())
+    curves = json.loads((tmp_path / "diagnostics" / "recall_curves.json").read_text())
+    assert set(curves["models"]) == {"baseline/triplet_naive", "baseline/triplet_ds",
+                                     "baseline/triplet_bal", "universal/rkd", "universal/snd"}
+    served = _served_embeddings(str(tmp_path / "saved_models" / "universal_snd" / "1"),
+                                str(tmp_path))
+    assert served.shape == (2, 128) and np.allclose(np.linalg.norm(served, axis=1), 1, atol=1e-4)
+    student = keras.models.load_model(tmp_path / "universal" / "snd" / "model.keras")
+    assert student.output_shape == (None, 128)
+
+
+def test_sigma_selfdistill_demo_in_smoke_mode(run_recipe, tmp_path):
+    report = run_recipe("snd_sigma_selfdistill_demo", tmp_path, "eval.ks=1")
+    models = {r["model"] for r in report["rows"]}
+    assert models == {"specialist/glyphs", "self_distill/sigma=0.5", "self_distill/sigma=1"}
+
+
+def test_universal_recipe_with_a_teacher_cache_on_disk(paper_data_dir, teachers, run_recipe,
+                                                       tmp_path):
+    domains = ["cub", "cars", "inshop"]
+    report = run_recipe("snd_universal", tmp_path, f"data_dir={paper_data_dir}",
+                        "teachers=" + ",".join(teachers[d] for d in domains),
+                        "universal.methods=rkd,snd", "teacher_cache.mode=disk",
+                        "teacher_cache.views=2")
+    _assert_rows(report["rows"], [row_name(m) for m in ("rkd", "snd")], domains, ("domain",))
+    # One cache for both students: every domain's training split × 2 views.
+    meta = json.load(open(tmp_path / "universal" / "teacher_cache" / "meta.json"))
+    assert meta["teacher_views"] == 2 and meta["domain_names"] == domains
+    assert sorted(os.listdir(tmp_path / "universal" / "teacher_cache")) == [
+        "0.npy", "1.npy", "2.npy", "meta.json"]
+
+
+def test_teacher_cache_mode_typo_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="teacher_cache.mode must be one of"):
+        cli.train_main(["tfembed-train", "--recipe", "snd_universal_demo", "--workdir",
+                        str(tmp_path), "--set", "smoke=true", "--set", "teacher_cache.mode=dsik"])
+    assert not os.path.exists(tmp_path / "specialists")

@@ -1,0 +1,7 @@
+"""Paper 003: diversified mutual learning (DM²), a cohort of embedders trained together.
+
+``mutual_learning``: :class:`MutualLearningCohort` (relation transfer, temporal and view
+diversity); ``runner``: pipeline ``cohort`` (cohorts, their ensembles, DM² → RKD students).
+"""
+
+from tfembed.cohort.mutual_learning import MutualLearningCohort, temporal_probabilities

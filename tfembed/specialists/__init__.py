@@ -1,0 +1,1 @@
+"""Specialists: one embedder per domain (``runner.train_specialist``, pipeline ``specialists``)."""

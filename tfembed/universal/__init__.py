@@ -1,0 +1,8 @@
+"""Paper 000: universal embeddings distilled from domain specialists.
+
+``distiller``: :class:`UniversalDistiller` (the :class:`tfembed.distill.Distiller` with one teacher
+per domain); ``runner``: pipelines ``universal`` and ``self_distill`` (specialists, baselines,
+SND/RKD students, report.json, exports); ``figures``: the paper's diagnostics.
+"""
+
+from tfembed.universal.distiller import UniversalDistiller
