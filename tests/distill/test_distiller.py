@@ -386,3 +386,17 @@ def test_lsoftmax_head_saved_before_the_features_option_reloads_on_the_embedding
     assert LargeMarginSoftmaxHead.from_config(config).features == "fc"
     del config["features"]         # a head saved before the option existed
     assert LargeMarginSoftmaxHead.from_config(config).features == "embedding"
+
+
+def test_feature_maps_come_from_the_one_loaded_teacher(tmp_path):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    path = str(tmp_path / "teacher.keras")
+    teacher.save(path)
+    model = Distiller(path, student, "relative_teacher", attention_layers=[("stage3", "stage3")],
+                      attention_weight=1.0)
+    # The feature model is built on the tracked teacher (saved and checkpointed with the
+    # distiller), not on a second copy of the file's weights.
+    forward = model._teacher._forward
+    assert model._teacher.model is model.teacher
+    assert {id(w) for w in forward.weights} <= {id(w) for w in model.teacher.weights}
+    assert model.get_config()["teacher"] == path

@@ -113,7 +113,10 @@ class LiveTeacher(Teacher):
     def with_feature_maps(self, layers):
         if not layers:
             return self
-        return LiveTeacher(self.source or self.model, layers)
+        # The same model object (not a second load of the same file): one copy of the weights.
+        twin = LiveTeacher(self.model, layers)
+        twin.source = self.source
+        return twin
 
     @property
     def feature_shapes(self):
