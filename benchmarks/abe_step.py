@@ -1,6 +1,6 @@
 """Benchmark: what an ABE-M training step costs over the single learner, for M = 1, 2, 4, 8 (002).
 
-ABE-M (paper 002, ``tfembed.models.AttentionEnsemble``) runs one spatial extractor S, one attention
+ABE-M (paper 002, ``tfembed.ensemble.AttentionEnsemble``) runs one spatial extractor S, one attention
 trunk C, M attention masks, and the global embedding function G once over the M·B attended maps.
 Its step therefore grows with M through G (and the loss terms), not through S or C. The script
 builds, on one backbone, image size, embedding size D and batch:

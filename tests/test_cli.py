@@ -71,3 +71,11 @@ def test_unknown_flag_still_exits_2(capsys):
         cli.train_main(["tfembed-train", "--recpie", "x"])
     assert exit_info.value.code == 2
     assert "recpie" in capsys.readouterr().err
+
+
+def test_list_of_a_documented_name_lists_its_family_and_a_typo_exits_2(capsys):
+    assert cli.train_main(["tfembed-train", "--list", "--recipe", "rel_teacher_resnet18_cub"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(recipes.family_recipes("rel_teacher"))
+    assert cli.train_main(["tfembed-train", "--list", "--recipe", "nope"]) == 2
+    assert "unknown recipe family 'nope'" in capsys.readouterr().err

@@ -77,7 +77,11 @@ def train_main(argv=None):
     if fv is None:
         return 0
     if fv.list:
-        print(recipes.listing(fv.recipe))
+        try:
+            print(recipes.listing(fv.recipe))
+        except recipes.RecipeError as e:
+            sys.stderr.write(f"tfembed-train: {e}\n")
+            return 2
         return 0
     if not fv.recipe:
         sys.stderr.write("tfembed-train: --recipe is required; families (tfembed-train --list): "
@@ -147,7 +151,9 @@ def eval_main(argv=None):
         except ValueError:   # no static input size (e.g. a SavedModel): the standard transform
             spec = ImageSpec()
         if fv.image_size or fv.resize_size:
-            spec = ImageSpec(fv.image_size or spec.size, fv.resize_size or None)
+            size = ImageSpec(fv.image_size).size if fv.image_size else spec.size
+            # The model's recorded resize still holds when the size is its own.
+            spec = ImageSpec(size, fv.resize_size or (spec.resize if size == spec.size else None))
         rows += evaluate(model, domains, ks=tuple(int(k) for k in fv.ks), name=name, spec=spec)
     write_report(fv.workdir, "tfembed-eval", {"models": list(fv.model),
                                               "domains": list(fv.domains)}, rows)

@@ -318,7 +318,9 @@ def export_model(
 
 def _register_tfembed_objects():
     """Import tfembed's modules that register serializable layers/losses (best effort)."""
-    for module in ("tfembed.models", "tfembed.losses"):
+    from tfembed.models.embedder import SERIALIZABLE_PACKAGES  # noqa: PLC0415
+
+    for module in ("tfembed.models",) + SERIALIZABLE_PACKAGES:
         try:
             importlib.import_module(module)
         except Exception as err:  # a missing optional piece must not block exporting other models
@@ -339,7 +341,7 @@ def export_from_file(
     """Load a ``.keras`` file and :func:`export_model` it; returns the version directory.
 
     ``image_size=None`` takes the model's input height and width (224×224 if they are dynamic);
-    ``resize_size=None`` is ``image_size`` × 256/224. tfembed's own layers are registered before
+    ``resize_size=None`` the model's ``ImageSpec`` (else ``image_size`` × 256/224). tfembed's own layers are registered before
     loading; pass ``custom_objects`` for anything else.
     """
     import keras

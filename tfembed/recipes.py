@@ -103,7 +103,8 @@ def listing(family: Optional[str] = None) -> str:
         rows = [(f, f"{summary(f)} [{f}:{'|'.join(family_recipes(f))}]")
                 for f in list_families()]
     else:
-        family = family.partition(":")[0]
+        # A family, a family:argument or a documented name: the family it belongs to.
+        family = _index()[family][0] if family in _index() else family.partition(":")[0]
         if family not in list_families():
             raise RecipeError(f"unknown recipe family {family!r}; families: "
                               f"{', '.join(list_families())}")

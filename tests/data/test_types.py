@@ -35,6 +35,7 @@ def test_spec_values_and_defaults():
         ImageSpec((1, 2, 3))
     assert resolve_sizes() == ((224, 224), (256, 256))
     assert resolve_sizes(28, 30) == ((28, 28), (30, 30))
+    assert resolve_sizes(28) == ((28, 28), (32, 32))   # a size alone: the 256/224 ratio
 
 
 def test_embedder_carries_its_spec_through_save_and_load(tmp_path):

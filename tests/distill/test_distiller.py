@@ -400,3 +400,16 @@ def test_feature_maps_come_from_the_one_loaded_teacher(tmp_path):
     assert model._teacher.model is model.teacher
     assert {id(w) for w in forward.weights} <= {id(w) for w in model.teacher.weights}
     assert model.get_config()["teacher"] == path
+
+
+def test_student_first_calls_of_the_old_order_fail_clearly(rng):
+    teacher, student = _cnn(0.5, name="teacher"), _cnn(0.125, name="student", seed=1)
+    with pytest.raises(TypeError, match="teacher first"):
+        Distiller(student, [teacher], "relative_teacher")
+    with pytest.raises(TypeError, match="one teacher"):
+        Distiller([teacher], student, "relative_teacher")
+    from tfembed.universal import UniversalDistiller
+
+    with pytest.raises(TypeError, match="teacher first"):
+        UniversalDistiller(student, [teacher, teacher], "snd")
+

@@ -1,5 +1,9 @@
 """Backbone registry, embedders, feature models, saving/loading (tfembed.models)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import keras
@@ -312,3 +316,20 @@ def test_preprocess_modes_known_pixel():
         Preprocess("imagenet")
     config = Preprocess("torch", backbone="resnet18").get_config()
     assert Preprocess.from_config(config).mode == "torch"
+
+
+def test_saved_trainers_and_ensembles_load_in_a_fresh_process(tmp_path):
+    """load_embedder registers the classes of tfembed's trainers and ensembles (they live with
+    their method, which Keras does not import by itself)."""
+    from tfembed.ensemble import build_attention_ensemble
+
+    abe = build_attention_ensemble("small_cnn", num_learners=2, embedding_dim=8,
+                                   input_shape=(28, 28, 3), backbone_kwargs={"width": 0.25})
+    path = str(tmp_path / "abe.keras")
+    abe.save(path)
+    script = ("import sys; from tfembed.models import load_embedder; "
+              "print(type(load_embedder(sys.argv[1])).__name__)")
+    done = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "AttentionEnsemble"

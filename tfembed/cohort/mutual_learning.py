@@ -277,7 +277,7 @@ class MutualLearningCohort(keras.Model):
         for l, opt in enumerate(self.member_optimizers):
             with self._on(l), tapes[l]:  # the tape records member l's loss (and its scaling) too
                 losses.append(self.member_loss(l, embeddings, labels, weight))
-                # Every replica holds the same global loss: ÷ replicas (see train_utils); then
+                # Every replica holds the same global loss: ÷ replicas (see training/step.py); then
                 # the float16 loss scale, if any.
                 scaled.append(opt.scale_loss(scale_for_replicas(losses[l][0])))
         # Lines 13-17: member l's backward pass and update only if its Bernoulli draw says so.

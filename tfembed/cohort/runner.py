@@ -20,37 +20,37 @@ concatenation of the L normalised members) and ``<method>/rkd_student``.
 import functools
 import os
 import re
+import time
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from tfembed.data.preprocess import training_batches
-from tfembed.io import atomic_save
-from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
-from tfembed.distill import Distiller
-from tfembed.models import build_embedder
-from tfembed.models.embedder import safe_name
 from tfembed.cohort.mutual_learning import MutualLearningCohort
-from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
-import time
-
-
+from tfembed.data.preprocess import training_batches
 from tfembed.data.sources import load_domain
+from tfembed.distill import Distiller
 from tfembed.evaluation.protocol import embed_domains, evaluate_embeddings
 from tfembed.evaluation.report import format_model_table, write_report
+from tfembed.io import atomic_save
+from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
+from tfembed.models import build_embedder
+from tfembed.models.embedder import safe_name
 from tfembed.specialists.runner import train_specialist
-from tfembed.training.builders import export_models, image_sizes, load_domains
-from tfembed.training.loop import fit_for_steps
-from tfembed.training.strategy import get_strategy
 from tfembed.training.builders import (
     checkpoint_every,
     compile_kwargs,
     eval_sets,
+    export_models,
+    image_sizes,
+    load_domains,
     make_optimizer,
     model_resize,
     train_transform_kwargs,
 )
+from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
+from tfembed.training.loop import fit_for_steps
+from tfembed.training.strategy import get_strategy
 
 DIVERSITIES = ("md", "td", "vd")
 _METHOD = re.compile(r"^(independent|md(\+td)?(\+vd)?)(->rkd)?$")

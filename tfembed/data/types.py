@@ -195,11 +195,13 @@ class ImageSpec:
 
 def resolve_sizes(image_size=None, resize_size=None, spec=None):
     """``(image_size, resize_size)`` pairs of a pipeline call: from ``spec`` (an ImageSpec or a
-    model) when given, else the arguments, else the standard 224/256 transform."""
+    model) when given, else the arguments (a missing resize: the 256/224 ratio of the size), else
+    the standard 224/256 transform."""
     if spec is not None:
         return ImageSpec.of(spec).sizes(image_size, resize_size)
-    return (as_size(image_size if image_size is not None else DEFAULT_IMAGE_SIZE, "image_size"),
-            as_size(resize_size if resize_size is not None else DEFAULT_RESIZE_SIZE, "resize_size"))
+    # A size without a resize gets the standard transform's 256/224 ratio, as a model's spec does.
+    own = ImageSpec(image_size if image_size is not None else DEFAULT_IMAGE_SIZE, resize_size)
+    return own.size, own.resize
 
 
 def _input_shape(model) -> Optional[Sequence]:

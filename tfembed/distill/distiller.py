@@ -56,9 +56,11 @@ from typing import Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tfembed.data.types import ImageSpec
-from tfembed.distill.teachers import CachedTeacher, as_teacher, student_images
+from tfembed.distill.cache import TeacherCache
+from tfembed.distill.teachers import CachedTeacher, Teacher, as_teacher, student_images
 from tfembed.distill.teachers import teacher_from_config
 from tfembed.distill.terms import AttentionTerm, HeadTerm, HintTerm, LabelTerm, LogitsTerm
 from tfembed.distill.terms import StepOutputs, TeacherTerm, layer_pairs
@@ -76,6 +78,25 @@ from tfembed.training.step import (
 
 #: The embedder layer whose output (before L2 normalisation) heads with ``features="fc"`` see.
 FC_LAYER = "embedding_dense"
+
+
+def check_teacher_first(teacher, student, one_teacher):
+    """Catches the student-first calls of the old argument order (``Distiller(student,
+    teacher)``), which relational losses would otherwise train the wrong way round."""
+    if isinstance(student, (TeacherCache, Teacher, list, tuple)):
+        raise TypeError(f"the student is a {type(student).__name__}: the trainers take the "
+                        "teacher first, keras.distillation's order (Distiller(teacher, student), "
+                        "UniversalDistiller(teachers, student))")
+    if one_teacher and isinstance(teacher, (list, tuple)):
+        raise TypeError("a Distiller has one teacher; pass the model (a list of per-domain "
+                        "teachers is UniversalDistiller's)")
+    teacher_model = teacher if isinstance(teacher, keras.Model) else None
+    if (teacher_model is not None and isinstance(student, keras.Model)
+            and teacher_model.count_params() < student.count_params()):
+        logging.warning("the teacher (%s, %d weights) is smaller than the student (%s, %d): "
+                        "the trainers take the teacher first (Distiller(teacher, student))",
+                        teacher_model.name, teacher_model.count_params(), student.name,
+                        student.count_params())
 
 
 @keras.saving.register_keras_serializable(package="tfembed")
@@ -136,6 +157,7 @@ class Distiller(keras.Model):
                  kd_weight=0.0, kd_temperature=4.0, global_batch=True, name="distiller",
                  **kwargs):
         super().__init__(name=name, **kwargs)
+        check_teacher_first(teacher, student, one_teacher=True)
         self.student = load_embedder(student)
         self.global_batch = bool(global_batch)
         self._config_args = dict(
@@ -220,10 +242,15 @@ class Distiller(keras.Model):
                        teacher_shapes, shapes)
         # Layers owned by terms, tracked here so that saves and checkpoints hold them.
         self.hint_adapters = [a for t in terms for a in getattr(t, "adapters", [])]
-        self._trackers = {"loss": keras.metrics.Mean(name="loss")}
-        for term in terms:
-            self._trackers[term.name] = keras.metrics.Mean(name=term.name)
+        self._trackers = self._make_trackers(terms)
         self.built = True
+
+    def _make_trackers(self, terms):
+        """``{"loss": Mean, <term name>: Mean}``: the total and each term, unweighted."""
+        trackers = {"loss": keras.metrics.Mean(name="loss")}
+        for term in terms:
+            trackers[term.name] = keras.metrics.Mean(name=term.name)
+        return trackers
 
     @property
     def image_spec(self):
@@ -267,9 +294,12 @@ class Distiller(keras.Model):
         compile_from_config(self, config)
 
     def _student_variables(self):
+        # The student's, then the terms' own weights, hint adapters before heads (the order of
+        # the optimizer's slots in checkpoints written before terms were objects).
+        terms = sorted(self.terms, key=lambda t: isinstance(t, HeadTerm))
         seen, out = set(), []
         for v in [*self.student.trainable_weights,
-                  *[w for t in self.terms for w in t.trainable_weights]]:
+                  *[w for t in terms for w in t.trainable_weights]]:
             if id(v) not in seen:
                 seen.add(id(v))
                 out.append(v)
@@ -310,6 +340,7 @@ class Distiller(keras.Model):
         if self._uses_fc and student_fc is None:
             raise ValueError("heads with features='fc' need the student's FC output "
                              "(student_fc; see student_outputs)")
+        local = (teacher, student, student_fc)   # each replica's slice (feature/logit terms)
         if self.global_batch:
             present = [t for t in (teacher, student, labels, student_fc) if t is not None]
             gathered = iter(gather_replicas(*present) if len(present) > 1
@@ -319,7 +350,8 @@ class Distiller(keras.Model):
                 for t in (teacher, student, labels, student_fc))
         if labels is not None:
             labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-        out = StepOutputs(teacher, student, labels, student_fc, teacher_maps, student_maps, domain)
+        out = StepOutputs(teacher, student, labels, student_fc, teacher_maps, student_maps, domain,
+                          local=local)
         return {term.name: term(out) for term in self.terms}
 
     def weighted_total(self, terms):

@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import math
 import os
+import time
 from typing import Optional, Tuple
 
 import keras
@@ -52,33 +53,30 @@ from tfembed.data.preprocess import (
     unlabelled_batches,
 )
 from tfembed.data.types import Domain, Split
-from tfembed.evaluation.protocol import embed_domains
-from tfembed.io import atomic_save
-from tfembed.evaluation.retrieval import recall_at_k
-from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss
-from tfembed.distill import Distiller
-from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
-import time
-
-
+from tfembed.distill.distiller import Distiller
 from tfembed.evaluation.clustering import nmi_f1
-from tfembed.evaluation.protocol import evaluate_embeddings
+from tfembed.evaluation.protocol import embed_domains, evaluate_embeddings
 from tfembed.evaluation.report import format_model_table, write_report
+from tfembed.evaluation.retrieval import recall_at_k
+from tfembed.io import atomic_save
+from tfembed.losses import LargeMarginSoftmaxHead, VerificationHead, get_loss
 from tfembed.models import load_embedder
 from tfembed.specialists.runner import train_specialist
-from tfembed.training.builders import export_models, load_domains
-from tfembed.training.loop import fit_for_steps
-from tfembed.training.strategy import get_strategy
 from tfembed.training.builders import (
     build_model,
     checkpoint_every,
     compile_kwargs,
     eval_sets,
+    export_models,
+    load_domains,
     make_optimizer,
     teacher_cache,
     teacher_cache_views,
     train_transform_kwargs,
 )
+from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
+from tfembed.training.loop import fit_for_steps
+from tfembed.training.strategy import get_strategy
 
 #: Embedding-level teacher terms → registered loss names (one per method at most).
 EMBEDDING_TERMS = {"abs": "absolute_teacher", "rel": "relative_teacher",

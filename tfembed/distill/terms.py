@@ -48,6 +48,9 @@ class StepOutputs(NamedTuple):
     teacher_maps: Dict[str, tf.Tensor] = {}  # teacher layer name -> [B, H, W, C]
     student_maps: Dict[str, tf.Tensor] = {}  # student layer name -> [B, H, W, C]
     domain: Optional[tf.Tensor] = None      # the batch's domain id (scalar int32)
+    # (teacher, student, student_fc) of this replica's slice, before any all-gather: what the
+    # per-sample terms (Hinton KD) average over.
+    local: Optional[Tuple] = None
 
 
 def labelled(fn, labels, features):
@@ -271,10 +274,11 @@ class LogitsTerm(Term):
         self.uses_fc = uses_fc(head)
 
     def __call__(self, out):
-        t_logits = tf.stop_gradient(tf.cast(self.teacher_classifier(out.teacher, training=False),
+        # A per-sample mean: each replica's own slice, as the feature-level terms.
+        teacher, student, student_fc = out.local or (out.teacher, out.student, out.student_fc)
+        t_logits = tf.stop_gradient(tf.cast(self.teacher_classifier(teacher, training=False),
                                             tf.float32))
-        return hinton_kd_loss(t_logits,
-                              self.head.logits(out.student_fc if self.uses_fc else out.student),
+        return hinton_kd_loss(t_logits, self.head.logits(student_fc if self.uses_fc else student),
                               temperature=self.temperature)
 
 
@@ -289,7 +293,7 @@ class DomainTerm(Term):
       domain_names: for error messages.
     """
 
-    name = "loss"
+    name = "domain_loss"
     needs_teacher = True
 
     def __init__(self, distill_loss, label_losses=None, domain_names=(), weight=1.0):

@@ -32,35 +32,34 @@ import functools
 import json
 import os
 import re
+import time
 
 import numpy as np
 from absl import logging
 
 from tfembed.data.preprocess import eval_dataset, training_batches
 from tfembed.ensemble import diagnostics as ens_diag
-from tfembed.evaluation.diagnostics import write_diagnostics_index
-from tfembed.evaluation.report import recall_rows
-from tfembed.io import atomic_save, atomic_write
-from tfembed.evaluation.retrieval import recall_at_k
-from tfembed.losses import get_loss
 from tfembed.ensemble.attention import build_attention_ensemble, build_multihead_ensemble
-from tfembed.training.callbacks import RecallAtKCallback
-import time
-
-
+from tfembed.evaluation.diagnostics import write_diagnostics_index
 from tfembed.evaluation.protocol import embed_domains
-from tfembed.evaluation.report import format_model_table, write_report
-from tfembed.training.builders import export_models, image_sizes, load_domains
-from tfembed.training.loop import fit_for_steps
-from tfembed.training.strategy import get_strategy
+from tfembed.evaluation.report import format_model_table, recall_rows, write_report
+from tfembed.evaluation.retrieval import recall_at_k
+from tfembed.io import atomic_save, atomic_write
+from tfembed.losses import get_loss
 from tfembed.training.builders import (
     checkpoint_every,
     compile_kwargs,
     eval_sets,
+    export_models,
+    image_sizes,
+    load_domains,
     make_optimizer,
     model_resize,
     train_transform_kwargs,
 )
+from tfembed.training.callbacks import RecallAtKCallback
+from tfembed.training.loop import fit_for_steps
+from tfembed.training.strategy import get_strategy
 
 _METHOD = re.compile(r"^(abe|mheads)(\d+)(_nodiv|_div)?$")
 SAMPLERS = ("pairs", "classes")

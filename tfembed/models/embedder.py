@@ -185,6 +185,20 @@ def _pixel_signature(path):
                      f"(signatures: {described})")
 
 
+#: Packages whose import registers tfembed's serializable classes: the trainers and ensembles a
+#: ``.keras`` file may hold live with their method, which Keras does not import by itself.
+SERIALIZABLE_PACKAGES = ("tfembed.losses", "tfembed.distill", "tfembed.universal",
+                         "tfembed.ensemble", "tfembed.cohort")
+
+
+def register_serializables(optimizers=True):
+    """Imports the packages that register tfembed's Keras classes (and its optimizers)."""
+    import importlib  # noqa: PLC0415
+
+    for package in SERIALIZABLE_PACKAGES + (("tfembed.optimizers",) if optimizers else ()):
+        importlib.import_module(package)
+
+
 def load_embedder(path, compile=False):
     """Loads an embedder from a ``.keras`` file or a SavedModel directory.
 
@@ -222,9 +236,7 @@ def load_embedder(path, compile=False):
             import keras_hub  # noqa: F401
         except ImportError:  # pragma: no cover - keras-hub is a dependency
             pass
-        if compile:
-            import tfembed.losses  # noqa: F401  (registers the loss classes)
-            import tfembed.optimizers  # noqa: F401  (registers CoupledSGD / CoupledAdam)
+        register_serializables(compile)
         return keras.models.load_model(path, compile=compile)
     raise ValueError(f"Cannot load an embedder from {path!r}: expected an existing .keras file or "
                      "a SavedModel directory (containing saved_model.pb)")

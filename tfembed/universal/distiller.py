@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 
 from tfembed.distill.cache import TeacherCache
-from tfembed.distill.distiller import Distiller
+from tfembed.distill.distiller import Distiller, check_teacher_first
 from tfembed.distill.teachers import as_teacher
 from tfembed.distill.terms import DomainTerm
 from tfembed.losses.base import deserialize_loss, serialize_loss
@@ -80,6 +80,7 @@ class UniversalDistiller(Distiller):
                  domain_names: Optional[Sequence[str]] = None, global_batch: bool = True,
                  name="universal_distiller", **kwargs):
         keras.Model.__init__(self, name=name, **kwargs)
+        check_teacher_first(teachers, student, one_teacher=False)
         if isinstance(teachers, TeacherCache):
             domain_names = domain_names or teachers.domain_names
         else:
@@ -109,9 +110,6 @@ class UniversalDistiller(Distiller):
         # Tracked: a teacher given as a model object is restored from the distiller's saves.
         self.teachers = getattr(teacher, "models", [None] * self.num_domains)
         self.teacher_dim = teacher.dim
-        # The step logs the loss per domain, not per term (there is one term).
-        self._trackers = {"loss": keras.metrics.Mean(name="loss")}
-        self.domain_trackers = [keras.metrics.Mean(name=f"loss_{n}") for n in self.domain_names]
 
     def _domain_index(self, key):
         if isinstance(key, str) and not key.isdigit():
@@ -124,6 +122,11 @@ class UniversalDistiller(Distiller):
             raise ValueError(f"domain_losses key {key!r} is not a domain id in "
                              f"[0, {self.num_domains})")
         return index
+
+    def _make_trackers(self, terms):
+        # The loss per domain, not per term (there is one term).
+        self.domain_trackers = [keras.metrics.Mean(name=f"loss_{n}") for n in self.domain_names]
+        return {"loss": keras.metrics.Mean(name="loss")}
 
     @property
     def metrics(self):

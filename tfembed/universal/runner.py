@@ -16,39 +16,42 @@ report.json:
 
 import functools
 import os
+import time
 
 import keras
 import numpy as np
 from absl import logging
 
-from tfembed.data.preprocess import training_batches
-from tfembed.evaluation.protocol import embed_split
+from tfembed.data.preprocess import default_label_offsets, training_batches
+from tfembed.evaluation.protocol import (
+    embed_domains,
+    embed_split,
+    evaluate_embeddings,
+    evaluate_model,
+)
+from tfembed.evaluation.report import format_paper_table, write_report
 from tfembed.io import atomic_save
 from tfembed.losses import get_loss
 from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names
-from tfembed.universal.distiller import UniversalDistiller
-from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
-import time
-
-
-from tfembed.data.preprocess import default_label_offsets
-from tfembed.evaluation.protocol import embed_domains, evaluate_embeddings, evaluate_model
-from tfembed.evaluation.report import format_paper_table, write_report
 from tfembed.specialists.runner import specialists_for
-from tfembed.training.builders import export_models, image_sizes, load_domains
-from tfembed.training.loop import fit_for_steps
-from tfembed.training.strategy import get_strategy
 from tfembed.training.builders import (
     build_model,
     checkpoint_every,
     compile_kwargs,
     eval_sets,
+    export_models,
+    image_sizes,
+    load_domains,
     make_optimizer,
     metric_loss,
     teacher_cache,
     teacher_cache_views,
     train_transform_kwargs,
 )
+from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
+from tfembed.training.loop import fit_for_steps
+from tfembed.training.strategy import get_strategy
+from tfembed.universal.distiller import UniversalDistiller
 
 #: Short policy names used in method names and report rows → sampling.POLICIES.
 POLICY_ALIASES = {"naive": "naive", "ds": "domain_specific", "bal": "domain_balanced",
