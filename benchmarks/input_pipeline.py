@@ -1,13 +1,13 @@
 """Benchmark: the JPEG training input pipeline's images/s against the training step's (issue 7).
 
-Can ``tfembed.data.preprocess.training_batches`` feed a training step from a folder of JPEGs
+Can ``tfembed.data.training_batches`` feed a training step from a folder of JPEGs
 without making it wait? The script writes a class-per-folder dataset of random-texture JPEGs
 (``--classes`` 40 × ``--per-class`` 25 images of ``--image`` 256×256 px, quality 90: a smooth
 random colour field plus fine noise, ~20-30 KB each like photos of that size) into a temporary
 directory (deleted afterwards; ``--data DIR`` reads an existing folder instead), lists it with
 ``tfembed.data.sources.read_folder`` (``test_fraction=0``: every class in the training split) and
 builds the pipeline at recipe-like settings: ``training_batches([domain.train], 8, 4,
-image_size=(64, 64), resize_size=(73, 73), seed=0)`` (batch 32 = 8 classes × 4 images; read file,
+spec=ImageSpec(64, 73), seed=0)`` (batch 32 = 8 classes × 4 images; read file,
 decode JPEG, anti-aliased resize, random crop, random flip, per image; ``--size 224 --resize
 256`` for the ImageNet-size transform). Interleaved over ``--rounds`` rounds (median per way), it
 times:
@@ -55,9 +55,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tfembed.data.preprocess import training_batches  # noqa: E402
-from tfembed.data.preprocess_ops import decode_image  # noqa: E402
+from tfembed.data.pipeline import training_batches  # noqa: E402
 from tfembed.data.sources import read_folder  # noqa: E402
+from tfembed.data.transforms import decode_image  # noqa: E402
+from tfembed.data.types import ImageSpec  # noqa: E402
 from tfembed.losses import TripletSemiHardLoss  # noqa: E402
 from tfembed.models import build_embedder  # noqa: E402
 
@@ -143,7 +144,7 @@ def main():
         domain = read_folder(root, test_fraction=0.0)
         split = domain.train
         pipeline = training_batches([split], args.classes_per_batch, args.images_per_class,
-                                    image_size=(s, s), resize_size=(r, r), seed=0)
+                                    spec=ImageSpec(s, r), seed=0)
 
         paths = tf.constant([str(p) for p in split.paths])
 

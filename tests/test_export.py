@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tfembed import export as export_lib
-from tfembed.data.preprocess_ops import decode_image, eval_transform
+from tfembed.data.transforms import decode_image, eval_transform
 from tfembed.export import export_from_file, export_model, next_version, read_metadata
 
 IMAGE_SIZE = (32, 32)

@@ -39,6 +39,27 @@ def test_unknown_key_names_the_key_and_valid_ones():
     assert "train.learnig_rate" in msg and "learning_rate" in msg and "Did you mean" in msg
 
 
+def test_a_recipe_carries_only_its_pipelines_blocks():
+    blocks = {"specialist_cub": set(), "snd_universal_demo": {"universal", "teacher_cache"},
+              "distill_demo": {"teacher", "distill", "teacher_cache"}, "abe_demo": {"ensemble"},
+              "dm2_demo": {"cohort"}}
+    method_blocks = {"universal", "teacher_cache", "teacher", "distill", "ensemble", "cohort"}
+    for name, own in blocks.items():
+        assert set(recipes.resolve(name).keys()) & method_blocks == own, name
+    with pytest.raises(recipes.RecipeError, match="unknown key 'ensemble.methods'"):
+        recipes.resolve("snd_universal_demo", ["ensemble.methods=abe8"])
+
+
+def test_methods_are_structured_entries_and_names_still_work():
+    c = recipes.resolve("distill_demo")
+    assert c.distill.methods[1] == {"terms": ["ml", "abs"]}
+    c = recipes.resolve("distill_demo", ["distill.methods=ml,ml+rel@semi"])
+    from tfembed.distill.config import DistillMethod
+
+    assert [DistillMethod.of(m) for m in c.distill.methods] == [
+        DistillMethod(("ml",)), DistillMethod(("ml", "rel"), "semi")]
+
+
 def test_wrong_type_names_the_key():
     with pytest.raises(recipes.RecipeError, match="train.steps.*integer"):
         recipes.resolve("specialist_cub", ["train.steps=many"])

@@ -3,7 +3,8 @@
 ``import tfembed as te`` gives the namespaces a notebook needs, each imported on first use (so
 ``import tfembed`` alone does not start TensorFlow)::
 
-    te.data          load_domain, training_batches, eval_dataset, Domain, Split
+    te.data          load_domain, batches (sampler → transform → view), training_batches,
+                     eval_dataset, Domain, Split, ImageSpec
     te.losses        metric losses (TripletSemiHardLoss, ...) and transfer losses (SNDLoss, ...)
     te.models        build_embedder, load_embedder, the backbone registry
     te.distill       Distiller (papers 001/004), teachers, loss terms, TeacherCache

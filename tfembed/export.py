@@ -7,8 +7,8 @@ export_root>/<name>`` serves the highest version.
 Signatures:
 
 * ``serving_default``: ``images`` — 1-D ``tf.string``, encoded JPEG / PNG / GIF / BMP bytes of any
-  size, grey, RGB or RGBA. Each image is decoded to RGB (:func:`tfembed.data.preprocess_ops.
-  decode_image`) and put through the evaluation transform (:func:`~tfembed.data.preprocess_ops.
+  size, grey, RGB or RGBA. Each image is decoded to RGB (:func:`tfembed.data.transforms.
+  decode_image`) and put through the evaluation transform (:func:`~tfembed.data.transforms.
   eval_transform`: resize to ``resize_size``, centre crop ``image_size``) inside the graph, so a
   REST client sends ``{"b64": ...}`` and nothing else. Returns ``embeddings``: ``float32 [batch, dim]``.
 * ``serving_pixels``: ``pixels`` — ``float32 [batch, image_size[0], image_size[1], 3]`` in ``0..255``,
@@ -33,7 +33,7 @@ from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
-from tfembed.data.preprocess_ops import (
+from tfembed.data.transforms import (
     DEFAULT_IMAGE_SIZE,
     as_size,
     decode_image,

@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 
 from tfembed import recipes
-from tfembed.data.sources import load_domain
 from tfembed.cohort import runner as cohort
+from tfembed.cohort.config import CohortMethod
+from tfembed.data.sources import load_domain
 
 COHORT_RECIPES = sorted(n for n in recipes.list_recipes()
                         if recipes.resolve(n, []).pipeline == "cohort")
@@ -47,12 +48,10 @@ def test_paper_settings():
 
 
 def test_method_names_and_config_errors():
-    assert cohort.parse_method("independent") == (set(), False)
-    assert cohort.parse_method("md+td+vd->rkd") == ({"md", "td", "vd"}, True)
-    assert cohort.parse_method("md+vd") == ({"md", "vd"}, False)
-    for bad in ("td", "md+vd+td", "dm2", "md->rdk"):
-        with pytest.raises(ValueError, match="unknown cohort method"):
-            cohort.parse_method(bad)
+    # Method names and entries: tests/cohort/test_config.py.
+    c = recipes.resolve("dm2_demo", ["cohort.methods=md,md+tv"])
+    with pytest.raises(ValueError, match="unknown cohort method 'md\\+tv'"):
+        cohort.check_config(c)
     assert cohort.export_name("md+td+vd_to_rkd/rkd_student") == "dm2_md_td_vd_to_rkd_rkd_student"
     c = recipes.resolve("dm2_demo", [])
     c.cohort.backbones = ["small_cnn"] * 3
@@ -90,10 +89,10 @@ def test_members_differ_and_are_placed(two_replica_strategy):
 def _check_report(report, tmp_path):
     c = report["config"]["cohort"]
     expected = []
-    for m in c["methods"]:
-        prefix = cohort.row_prefix(m)
+    for m in map(CohortMethod.of, c["methods"]):
+        prefix = m.row_prefix
         expected += [f"{prefix}/member{l}" for l in range(c["size"])] + [f"{prefix}/ensemble"]
-        if cohort.parse_method(m)[1]:
+        if m.distill_rkd:
             expected.append(f"{prefix}/rkd_student")
     assert [r["model"] for r in report["rows"]] == expected
     for r in report["rows"]:
@@ -101,7 +100,7 @@ def _check_report(report, tmp_path):
         recalls = [r[f"recall@{k}"] for k in ks]
         assert all(0.0 <= v <= 1.0 for v in recalls) and recalls == sorted(recalls), r
     for m in c["methods"]:
-        assert os.path.isfile(tmp_path / cohort.row_prefix(m) / "member0.keras")
+        assert os.path.isfile(tmp_path / CohortMethod.of(m).row_prefix / "member0.keras")
 
 
 @pytest.mark.parametrize("recipe", PAPER)

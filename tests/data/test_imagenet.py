@@ -194,14 +194,15 @@ def test_verify_skips_and_counts_corrupt_images(tmp_path):
 
 
 def test_training_batches_weighted_with_a_second_domain(tmp_path):
-    from tfembed.data.preprocess import training_batches
+    from tfembed.data.pipeline import training_batches
+    from tfembed.data.types import ImageSpec
 
     imagenet = S.read_imagenet(T.make_imagenet_layout(tmp_path / "imagenet", num_classes=3,
                                                       train_per_class=3, quirks=True))
     cub = S.read_cub(T.make_cub_layout(tmp_path / "cub", classes=(1, 2, 101), per_class=2))
     ds = training_batches([imagenet.train, cub.train], classes_per_batch=2, images_per_class=2,
-                          policy="weighted", weights=[1, 10], image_size=(16, 16),
-                          resize_size=(20, 20), seed=0)
+                          policy="weighted", weights=[1, 10], spec=ImageSpec((16, 16), (20, 20)),
+                          seed=0)
     seen = set()
     for inputs, labels in ds.take(12).as_numpy_iterator():
         domain = inputs["domain"]

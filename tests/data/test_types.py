@@ -7,7 +7,7 @@ import pytest
 
 import tfembed as te
 from tfembed.data.types import Domain, ImageSpec, Split, resolve_sizes
-from tfembed.evaluation.protocol import evaluate_model
+from tfembed.evaluation.protocol import evaluate
 from tfembed.export import export_model, read_metadata
 
 
@@ -61,21 +61,22 @@ def test_pipelines_read_the_spec(rng):
     x, _ = next(iter(te.data.eval_dataset(domain.splits["test"], 4, spec=model)))
     assert x.shape == (4, 32, 32, 3)
     # The eval view is the resize-36-then-centre-crop-32 transform, as explicit sizes give.
-    explicit, _ = next(iter(te.data.eval_dataset(domain.splits["test"], 4, image_size=32,
-                                                 resize_size=36)))
+    explicit, _ = next(iter(te.data.eval_dataset(domain.splits["test"], 4,
+                                                 spec=ImageSpec(32, 36))))
     np.testing.assert_array_equal(x, explicit)
+    # Pipelines take one spec now; an explicit size that contradicts the model's is refused.
     with pytest.raises(ValueError, match="contradicts the model's ImageSpec"):
-        te.data.training_batches([domain.train], 2, 2, spec=model, image_size=28)
+        ImageSpec.of(model).sizes(image_size=28)
     with pytest.raises(ValueError, match="contradicts"):
-        te.data.eval_dataset(domain.splits["test"], 4, spec=model, resize_size=40)
+        ImageSpec.of(model).sizes(resize_size=40)
 
 
 def test_evaluate_is_evaluate_model_with_the_models_sizes(rng):
     domains = [_domain(rng, "a"), _domain(rng, "b")]
     model = _model()
     rows = te.evaluation.evaluate(model, domains, ks=(1, 2), name="m")
-    expected = evaluate_model("m", model, domains, [0, 6], image_size=32, resize_size=36,
-                              ks=(1, 2))
+    expected = evaluate(model, domains, name="m", offsets=[0, 6], spec=ImageSpec(32, 36),
+                        ks=(1, 2))
     assert rows == expected
     assert {(r["domain"], r["gallery"]) for r in rows} == {
         ("a", "domain"), ("b", "domain"), ("a", "fused"), ("b", "fused")}

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfembed.data import preprocess
-from tfembed.data.preprocess_ops import crop_to_box, eval_transform, low_resolution
-from tfembed.data.types import Split
+from tfembed.data import pipeline
+from tfembed.data.transforms import Augment, crop_to_box, eval_transform, low_resolution
+from tfembed.data.types import ImageSpec, Split
+from tfembed.data.views import StudentView
 
 SIZE = 16
 
@@ -49,8 +50,8 @@ def test_low_resolution_keeps_size_and_removes_detail(rng):
 
 def test_lowres_student_view_is_the_degraded_teacher_view(rng):
     split = _split(rng)
-    ds = preprocess.training_batches([split], 2, 3, image_size=SIZE, resize_size=SIZE,
-                                     student_view="lowres", low_resolution_size=4, seed=1)
+    ds = pipeline.training_batches([split], 2, 3, spec=ImageSpec(SIZE, SIZE),
+                                   view=StudentView("lowres", 4), seed=1)
     x, y = next(iter(ds))
     assert set(x) == {"images", "student_images"} and y.shape == (6,)
     np.testing.assert_allclose(x["student_images"], low_resolution(x["images"], 4), atol=1e-3)
@@ -59,53 +60,54 @@ def test_lowres_student_view_is_the_degraded_teacher_view(rng):
 
 def test_uncropped_student_view_and_crop_boxes(rng):
     split = _split(rng)
-    kw = dict(image_size=SIZE, resize_size=SIZE, flip=False, seed=3)
-    x, y = next(iter(preprocess.training_batches([split], 2, 3, student_view="uncropped", **kw)))
-    crops, _ = next(iter(preprocess.training_batches([split], 2, 3, crop_boxes=True, **kw)))
-    plain, y_plain = next(iter(preprocess.training_batches([split], 2, 3, **kw)))
+    kw = dict(spec=ImageSpec(SIZE, SIZE), augment=Augment(flip=False), seed=3)
+    x, y = next(iter(pipeline.training_batches([split], 2, 3, view=StudentView("uncropped"),
+                                               **kw)))
+    crops, _ = next(iter(pipeline.training_batches([split], 2, 3, crop_boxes=True, **kw)))
+    plain, y_plain = next(iter(pipeline.training_batches([split], 2, 3, **kw)))
     np.testing.assert_array_equal(y, y_plain)
     np.testing.assert_allclose(x["images"], crops)           # teacher: the box crop
     np.testing.assert_allclose(x["student_images"], plain)   # student: the whole image
     assert float(tf.reduce_mean(x["images"])) > float(tf.reduce_mean(x["student_images"]))
     with pytest.raises(ValueError, match="bounding boxes"):
-        preprocess.training_batches([_split(rng, boxes=False)], 2, 3, crop_boxes=True, **kw)
-    with pytest.raises(ValueError, match="student_view"):
-        preprocess.training_batches([split], 2, 3, student_view="blurry", **kw)
+        pipeline.training_batches([_split(rng, boxes=False)], 2, 3, crop_boxes=True, **kw)
+    with pytest.raises(ValueError, match="student view"):
+        StudentView("blurry")
 
 
 def test_eval_dataset_views(rng):
     split = _split(rng)
-    kw = dict(image_size=SIZE, resize_size=SIZE)
-    boxed, _ = next(iter(preprocess.eval_dataset(split, 4, crop_boxes=True, **kw)))
+    kw = dict(spec=ImageSpec(SIZE, SIZE))
+    boxed, _ = next(iter(pipeline.eval_dataset(split, 4, crop_boxes=True, **kw)))
     expected = eval_transform(crop_to_box(split.images[0], split.boxes[0]), SIZE, SIZE)
     np.testing.assert_allclose(boxed[0], expected, atol=1e-4)
-    low, _ = next(iter(preprocess.eval_dataset(split, 4, low_resolution_size=4, **kw)))
-    plain, _ = next(iter(preprocess.eval_dataset(split, 4, **kw)))
+    low, _ = next(iter(pipeline.eval_dataset(split, 4, low_resolution_size=4, **kw)))
+    plain, _ = next(iter(pipeline.eval_dataset(split, 4, **kw)))
     np.testing.assert_allclose(low, low_resolution(plain, 4), atol=1e-3)
 
 
 def test_split_labelled_per_class(rng):
     split = _split(rng, classes=5, per_class=7)
-    labelled, unlabelled = preprocess.split_labelled(split, 0.5, seed=2)
+    labelled, unlabelled = pipeline.split_labelled(split, 0.5, seed=2)
     assert len(labelled) + len(unlabelled) == len(split)
     for c in range(5):
         assert (labelled.labels == c).sum() == 4  # round(3.5) → 4, per class
-    again, _ = preprocess.split_labelled(split, 0.5, seed=2)
+    again, _ = pipeline.split_labelled(split, 0.5, seed=2)
     np.testing.assert_array_equal(again.images, labelled.images)
     with pytest.raises(ValueError, match="labelled_fraction"):
-        preprocess.split_labelled(split, 0.0)
+        pipeline.split_labelled(split, 0.0)
 
 
 def test_unlabelled_batches_hide_labels_and_cover_the_split(rng):
     split = _split(rng, classes=3, per_class=4)
-    ds = preprocess.unlabelled_batches(split, 4, image_size=SIZE, resize_size=SIZE, seed=0)
+    ds = pipeline.unlabelled_batches(split, 4, spec=ImageSpec(SIZE, SIZE), seed=0)
     seen = []
     for x, y in ds.take(3):  # one pass over the 12 images
         assert x.shape == (4, SIZE, SIZE, 3)
         np.testing.assert_array_equal(y, [-1, -1, -1, -1])
         seen.append(x.numpy())
     assert len({a.tobytes() for a in np.concatenate(seen)}) == 12
-    x, _ = next(iter(preprocess.unlabelled_batches(split, 20, image_size=SIZE, resize_size=SIZE)))
+    x, _ = next(iter(pipeline.unlabelled_batches(split, 20, spec=ImageSpec(SIZE, SIZE))))
     assert x.shape[0] == 20  # more than the split: batches run across passes
     with pytest.raises(ValueError, match="empty"):
-        preprocess.unlabelled_batches(split.subset([]), 4)
+        pipeline.unlabelled_batches(split.subset([]), 4)

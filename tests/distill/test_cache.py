@@ -9,25 +9,21 @@ import pytest
 import tensorflow as tf
 
 from tests.universal.test_distiller import _dense_embedder, _domains, _teachers
-
 from tfembed import losses as L
-from tfembed.data.preprocess import (
-    eval_transform,
-    fixed_view_seed,
-    teacher_view_dataset,
-    train_transform,
-    training_batches,
-)
+from tfembed.data.pipeline import teacher_view_dataset, training_batches
+from tfembed.data.transforms import Augment, eval_transform, train_transform
+from tfembed.data.types import ImageSpec
+from tfembed.data.views import CohortViews, TeacherCacheViews, fixed_view_seed
 from tfembed.distill import Distiller, TeacherCache
-from tfembed.universal import UniversalDistiller
 from tfembed.distill import cache as cache_lib
+from tfembed.universal import UniversalDistiller
 
 SIZE, RESIZE = 16, 20
-STREAM = dict(image_size=SIZE, resize_size=RESIZE, flip=True, seed=3)
+STREAM = dict(spec=ImageSpec(SIZE, RESIZE), augment=Augment(flip=True), seed=3)
 
 
 def _stream(splits, teacher_views, **kw):
-    return training_batches(splits, 2, 4, teacher_views=teacher_views,
+    return training_batches(splits, 2, 4, view=TeacherCacheViews(teacher_views),
                             multi_domain=len(splits) > 1, **STREAM, **kw)
 
 
@@ -44,7 +40,7 @@ def _pixels(split, example, view, teacher_views):
     if teacher_views == 0:
         return eval_transform(image, SIZE, RESIZE).numpy()
     return train_transform(image, fixed_view_seed(STREAM["seed"], example, view), SIZE, RESIZE,
-                           STREAM["flip"]).numpy()
+                           STREAM["augment"].flip).numpy()
 
 
 @pytest.mark.parametrize("teacher_views", [0, 3])
@@ -79,9 +75,12 @@ def test_teacher_views_refuses_bad_values_and_combinations(rng):
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="teacher_views"):
             _stream(splits, bad)
-    with pytest.raises(ValueError, match="cannot be combined"):
-        training_batches(splits, 2, 4, teacher_views=1, views=2, image_size=SIZE,
-                         resize_size=RESIZE)
+    # A stream has one view= (teacher views and cohort views cannot be combined by
+    # construction); each view is validated when it is built.
+    with pytest.raises(ValueError, match="teacher_views"):
+        TeacherCacheViews(-1)
+    with pytest.raises(ValueError, match="cohort views"):
+        CohortViews(0)
 
 
 @pytest.mark.parametrize("teacher_views", [0, 2])

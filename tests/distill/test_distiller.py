@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfembed.data.preprocess_ops import low_resolution
+from tfembed.data.transforms import low_resolution
+from tfembed.distill import Distiller
 from tfembed.losses import (
     LargeMarginSoftmaxHead,
     TripletSemiHardLoss,
@@ -22,7 +23,6 @@ from tfembed.losses import (
     triplet_semihard_loss,
     verification_loss,
 )
-from tfembed.distill import Distiller
 from tfembed.models import build_embedder, feature_model
 
 SIZE = 32

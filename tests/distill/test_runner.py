@@ -6,8 +6,8 @@ import keras
 import pytest
 
 from tfembed import recipes
-from tfembed.models import build_embedder
 from tfembed.distill import runner as distill
+from tfembed.models import build_embedder
 
 DISTILL_RECIPES = sorted(n for n in recipes.list_recipes()
                          if recipes.resolve(n, []).pipeline == "distill")
@@ -38,7 +38,7 @@ def test_paper_settings():
     assert c.model.embedding_dim == c.teacher.embedding_dim == 512
     assert c.train.loss == "triplet_batch_hard" and c.train.learning_rate == 1e-5
     assert c.train.classes_per_batch * c.train.images_per_class == 32
-    assert c.distill.methods == ["ml", "ml+rel"]
+    assert c.distill.methods == [{"terms": ["ml"]}, {"terms": ["ml", "rel"]}]
     m = recipes.resolve("mobilenet025_student_cub", [])
     assert m.model.backbone == "mobilenet" and m.model.backbone_kwargs.alpha == 0.25
     d = recipes.resolve("darkrank_soft_cub", [])

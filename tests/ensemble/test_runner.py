@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 
 from tfembed import recipes
-from tfembed.evaluation.retrieval import recall_at_k
 from tfembed.ensemble import runner as ensemble
+from tfembed.ensemble.config import EnsembleMethod
+from tfembed.evaluation.retrieval import recall_at_k
 
 ENSEMBLE_RECIPES = sorted(n for n in recipes.list_recipes()
                           if recipes.resolve(n, []).pipeline == "ensemble")
@@ -36,21 +37,16 @@ def test_paper_settings():
     assert (c.ensemble.pair_anchors, c.ensemble.pair_positives) == (32, 16)
     assert c.ensemble.sampler == "pairs"
     assert c.ensemble.divergence_weight == c.ensemble.divergence_margin == 1.0
-    assert ensemble.parse_method(c.ensemble.methods[0]) == ("abe", 8, True)
-    assert recipes.resolve("abe8_nodiv_cars", []).ensemble.methods == ["abe8_nodiv"]
-    assert recipes.resolve("mheads8_cars", []).ensemble.methods == ["mheads8"]
+    assert EnsembleMethod.of(c.ensemble.methods[0]) == EnsembleMethod("abe", 8, True)
+    assert recipes.resolve("abe8_nodiv_cars", []).ensemble.methods == [
+        {"kind": "abe", "learners": 8, "divergence": False}]
+    assert [EnsembleMethod.of(m).name for m in
+            recipes.resolve("mheads8_cars", []).ensemble.methods] == ["mheads8"]
     assert recipes.resolve("abe8_sop", []).eval.ks == [1, 10, 100, 1000]
 
 
-def test_method_names():
-    assert ensemble.parse_method("abe8") == ("abe", 8, True)
-    assert ensemble.parse_method("abe8_nodiv") == ("abe", 8, False)
-    assert ensemble.parse_method("abe1") == ("abe", 1, False)   # one learner: nothing to diverge
-    assert ensemble.parse_method("mheads4") == ("mheads", 4, False)
-    assert ensemble.parse_method("mheads4_div") == ("mheads", 4, True)
-    for bad in ("abe", "abe0", "abe8_div", "mheads8_nodiv", "abe-8", "resnet"):
-        with pytest.raises(ValueError):
-            ensemble.parse_method(bad)
+def test_figure_titles():
+    # Method names and entries: tests/ensemble/test_config.py.
     assert ensemble.title("abe8_nodiv") == "ABE-8 without L_div"
     assert ensemble.title("mheads8_div") == "8-heads with L_div"
 
@@ -107,7 +103,7 @@ def test_learner_slices_invert_the_concatenation(rng):
 
 
 def _check_report(report, tmp_path):
-    methods = report["config"]["ensemble"]["methods"]
+    methods = [EnsembleMethod.of(m).name for m in report["config"]["ensemble"]["methods"]]
     rows = report["rows"]
     assert [r["model"] for r in rows] == [f"{m}/{part}" for m in methods
                                           for part in ("ensemble", "ensemble@best", "learners")]

@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfembed.data import preprocess
+from tfembed.data import pipeline
+from tfembed.data.samplers import ClassBalanced, Pairs
 from tfembed.data.sources import read_demo
+from tfembed.data.types import ImageSpec
+from tfembed.data.views import CohortViews
 from tfembed.losses import TripletSemiHardLoss
-from tfembed.training.fault_tolerance import NonFiniteLossError, TrainingPreempted, TrainingState
+from tfembed.training.fault_tolerance import (
+    NonFiniteLossError,
+    TrainingPreempted,
+    TrainingState,
+)
 from tfembed.training.loop import fit_for_steps
 
 SIZE = (16, 16)
@@ -38,19 +45,20 @@ def digits():
     return read_demo("digits")
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"pairs": (4, 2)}, {"views": 2}])
-def test_training_batches_from_start_step_are_the_tail_of_the_stream(digits, kwargs):
-    make = lambda s: preprocess.training_batches(  # noqa: E731
-        [digits.train], 3, 2, image_size=SIZE, resize_size=(18, 18), seed=5, start_step=s,
-        **kwargs)
+@pytest.mark.parametrize("sampler,view", [(ClassBalanced(3, 2), None), (Pairs(4, 2), None),
+                                          (ClassBalanced(3, 2), CohortViews(2))])
+def test_training_batches_from_start_step_are_the_tail_of_the_stream(digits, sampler, view):
+    make = lambda s: pipeline.batches(  # noqa: E731
+        [digits.train], sampler, spec=ImageSpec(SIZE, (18, 18)), view=view, seed=5,
+        start_step=s)
     full = _take(make(0), 5)
     _same(_take(make(3), 2), full[3:])
 
 
 def test_unlabelled_batches_resume_and_cover_every_image_once_per_pass(digits):
     split = digits.train.subset(np.arange(10))
-    make = lambda s: preprocess.unlabelled_batches(  # noqa: E731
-        split, 4, image_size=SIZE, resize_size=(18, 18), seed=1, start_step=s)
+    make = lambda s: pipeline.unlabelled_batches(  # noqa: E731
+        split, 4, spec=ImageSpec(SIZE, (18, 18)), seed=1, start_step=s)
     full = _take(make(0), 6)                      # 24 elements: passes 0, 1 and part of 2
     _same(_take(make(4), 2), full[4:])
     # Identify images by their (unaugmented) identity: a pass of 10 elements = a permutation.

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfembed.data.preprocess import training_batches
-from tfembed.data.types import Split
+from tfembed.data.pipeline import training_batches
+from tfembed.data.transforms import Augment
+from tfembed.data.types import ImageSpec, Split
 from tfembed.losses import SNDLoss, TripletSemiHardLoss, snd_loss, triplet_semihard_loss
-from tfembed.universal import UniversalDistiller
 from tfembed.models import build_embedder
+from tfembed.universal import UniversalDistiller
 
 SIZE = 16
 
@@ -27,8 +28,8 @@ def _domains(rng, m=3):
 
 
 def _batches(splits, policy="domain_specific", seed=0):
-    return training_batches(splits, 2, 4, policy=policy, image_size=SIZE, resize_size=SIZE,
-                            flip=False, seed=seed, multi_domain=True)
+    return training_batches(splits, 2, 4, policy=policy, spec=ImageSpec(SIZE, SIZE),
+                            augment=Augment(flip=False), seed=seed, multi_domain=True)
 
 
 def _dense_embedder(dim=8, name=None, seed=0):

@@ -16,7 +16,7 @@ warms up linearly from 0 to its final value (20 in 003) over ``warmup_steps``. T
   distances) but neither its backward pass nor its optimizer: both sit in the taken branch of a
   ``tf.cond``. Each member has its own optimizer (own slots, own iteration count);
 * view diversity (VD): inputs ``{"images": ..., "views": [B, L, H, W, 3]}`` give member l its own
-  augmentation of the batch (``training_batches(..., views=L)`` draws one random crop and flip
+  augmentation of the batch (``training_batches(..., view=CohortViews(L))`` draws one random crop and flip
   per member); plain images feed every member the same pixels.
 
 Placement (003 §3.3, the paper's parallel setting): ``devices=[...]`` puts member l's variables
@@ -38,7 +38,7 @@ Example:
 ...                               relation_weight=20.0, warmup_steps=3 * steps_per_epoch,
 ...                               update_probabilities=[1, 0.5, 0.25, 0.125])
 >>> cohort.compile(optimizer=keras.optimizers.Adam(3e-5, weight_decay=5e-4))
->>> cohort.fit(training_batches([cub.train], 24, 5, views=4), steps_per_epoch=..., epochs=...)
+>>> cohort.fit(training_batches([cub.train], 24, 5, view=CohortViews(4)), steps_per_epoch=...)
 >>> export_model(cohort.ensemble_model(), "saved_models", "dm2_ensemble")
 """
 

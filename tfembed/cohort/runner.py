@@ -26,11 +26,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from tfembed.cohort.config import CohortMethod
 from tfembed.cohort.mutual_learning import MutualLearningCohort
-from tfembed.data.preprocess import training_batches
+from tfembed.configs._method import entries
+from tfembed.data.pipeline import training_batches
 from tfembed.data.sources import load_domain
+from tfembed.data.views import CohortViews
 from tfembed.distill import Distiller
-from tfembed.evaluation.protocol import embed_domains, evaluate_embeddings
+from tfembed.evaluation.protocol import evaluate
 from tfembed.evaluation.report import format_model_table, write_report
 from tfembed.io import atomic_save
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
@@ -42,19 +45,17 @@ from tfembed.training.builders import (
     compile_kwargs,
     eval_sets,
     export_models,
-    image_sizes,
+    image_spec,
     load_domains,
     make_optimizer,
     model_resize,
-    train_transform_kwargs,
+    train_transform,
 )
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.loop import fit_for_steps
 from tfembed.training.strategy import get_strategy
 
 DIVERSITIES = ("md", "td", "vd")
-_METHOD = re.compile(r"^(independent|md(\+td)?(\+vd)?)(->rkd)?$")
-
 # 003 §4.8: the final λ_DM² per metric loss (triplet: §4.2).
 PAPER_RELATION_WEIGHTS = {
     "triplet_distance_weighted": 20.0, "triplet_semihard": 20.0, "triplet_hard": 20.0,
@@ -64,21 +65,6 @@ PAPER_RELATION_WEIGHTS = {
 HEADS = {"proxy_nca": ProxyNCAHead, "arcface": ArcFaceHead}
 
 
-def parse_method(method):
-    """``({"md", "td", "vd"} ∩ used, distill_rkd)``; ``independent`` → ``(set(), False)``."""
-    match = _METHOD.fullmatch(str(method))
-    if not match:
-        raise ValueError(f"unknown cohort method {method!r}: expected independent, md, md+td, "
-                         "md+vd or md+td+vd, optionally followed by ->rkd")
-    body = match.group(1)
-    used = set() if body == "independent" else set(body.split("+"))
-    return used, bool(match.group(4))
-
-
-def row_prefix(method):
-    return method.replace("->", "_to_")
-
-
 def export_name(row):
     """SavedModel name of a report row, e.g. ``md+td+vd/ensemble`` → ``dm2_md_td_vd_ensemble``."""
     return "dm2_" + re.sub(r"[^A-Za-z0-9]+", "_", row).strip("_")
@@ -86,8 +72,7 @@ def export_name(row):
 
 def check_config(config):
     c = config.cohort
-    for method in c.methods:
-        parse_method(method)
+    methods = entries(CohortMethod, c.methods)
     size = int(c.size)
     if size < 1:
         raise ValueError(f"cohort.size must be >= 1, got {size}")
@@ -102,7 +87,7 @@ def check_config(config):
     if probs and len(probs) != size:
         raise ValueError(f"cohort.update_probabilities lists {len(probs)} values for a cohort "
                          f"of {size}")
-    rows = [f"{row_prefix(m)}/{part}" for m in c.methods
+    rows = [f"{m.row_prefix}/{part}" for m in methods
             for part in ["ensemble", "rkd_student"] + [f"member{l}" for l in range(size)]]
     unknown = [e for e in c.get("export", []) if e not in rows]
     if unknown:
@@ -190,7 +175,8 @@ def copy_backbone(source, member):
 
 
 def build_cohort(method, config, num_classes, pretrained=None):
-    used, _ = parse_method(method)
+    method = CohortMethod.of(method)
+    used = method.diversities
     c, t = config.cohort, config.train
     seed = int(config.seed)
     devices = placement(config)
@@ -208,19 +194,19 @@ def build_cohort(method, config, num_classes, pretrained=None):
         relation_weight=relation_weight(config) if "md" in used else 0.0,
         warmup_steps=warmup,
         update_probabilities=update_probabilities(config) if "td" in used else None,
-        devices=devices, seed=seed, name=row_prefix(method).replace("+", "_"))
+        devices=devices, seed=seed, name=method.row_prefix.replace("+", "_"))
 
 
 def training_data(domain, config, method, start_step=0):
     """The cohort's stream; with view diversity each member gets its own draw of the training
     transform (``train.crop``: 003's HORDE-style crops in the paper recipes; the flip where the
     domain allows it)."""
-    used, _ = parse_method(method)
+    used = CohortMethod.of(method).diversities
     t = config.train
-    views = int(config.cohort.size) if "vd" in used else None
+    view = CohortViews(int(config.cohort.size)) if "vd" in used else None
     return training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
-                            seed=int(config.seed), views=views, start_step=start_step,
-                            **train_transform_kwargs(config, [domain]))
+                            seed=int(config.seed), view=view, start_step=start_step,
+                            **train_transform(config, [domain]))
 
 
 def train_cohort(method, domain, config, run_dir, num_classes, pretrained=None):
@@ -257,7 +243,7 @@ def distill_rkd(cohort, domain, config, run_dir, strategy):
                                every_n_epochs=int(config.eval.every_n_epochs))
     ds = functools.partial(training_batches, [domain.train], int(t.classes_per_batch),
                            int(t.images_per_class), seed=int(config.seed) + 1,
-                           **train_transform_kwargs(config, [domain]))
+                           **train_transform(config, [domain]))
     fit_for_steps(distiller, ds, int(t.steps), int(t.steps_per_epoch), run_dir, recall,
                   what=f"RKD-DA student of {cohort.name}",
                   batch_size=int(t.classes_per_batch) * int(t.images_per_class),
@@ -285,27 +271,27 @@ def run_cohort(config, workdir):
         pretrained, _ = train_specialist(source, config, os.path.join(workdir, "pretrained"),
                                          strategy, name=f"pretrained_{source.name}")
 
-    def evaluate(name, model):
-        embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
-                                 **image_sizes(config))
-        rows.extend(evaluate_embeddings(name, embedded, ks, fused=False))
+    def evaluate_and_save(name, model):
+        rows.extend(evaluate(model, domains, name=name, offsets=[0], ks=ks, fused=False,
+                             spec=image_spec(config.model),
+                             batch_size=int(config.eval.batch_size)))
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
         models[name] = model
 
-    for method in config.cohort.methods:
-        prefix = row_prefix(method)
+    for method in entries(CohortMethod, config.cohort.methods):
+        prefix = method.row_prefix
         start = time.time()
         cohort = train_cohort(method, domain, config, os.path.join(workdir, prefix),
                                          num_classes, pretrained)
         logging.info("trained cohort %s in %.1f s", method, time.time() - start)
         for l, member in enumerate(cohort.members):
-            evaluate(f"{prefix}/member{l}", member)
-        evaluate(f"{prefix}/ensemble", cohort.ensemble_model())
-        if parse_method(method)[1]:
+            evaluate_and_save(f"{prefix}/member{l}", member)
+        evaluate_and_save(f"{prefix}/ensemble", cohort.ensemble_model())
+        if method.distill_rkd:
             student = distill_rkd(cohort, domain, config,
                                              os.path.join(workdir, prefix, "rkd_student"),
                                              strategy)
-            evaluate(f"{prefix}/rkd_student", student)
+            evaluate_and_save(f"{prefix}/rkd_student", student)
     write_report(workdir, config.recipe, config.to_dict(), rows)
     print(format_model_table(rows, ks, extra=()))
     export_models(config, workdir, [(export_name(name), models[name])

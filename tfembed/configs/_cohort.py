@@ -1,6 +1,8 @@
 """Shared set-up of the paper-scale DM² recipes (a private module: not a recipe)."""
 
+from tfembed.cohort.config import CohortMethod
 from tfembed.configs._base import PAPER_SMOKE, base_config
+from tfembed.configs._method import as_config
 
 # Smoke settings of the cohort recipes: PAPER_SMOKE with quarter-width small CNNs, cohorts of
 # two, no export (the demo's smoke run exports).
@@ -52,8 +54,7 @@ def paper_003(domain, methods):
       256 × 256 crop: ``model.resize_size = 293`` with our evaluation transform (the same
       steps; bilinear anti-aliased resizing where HORDE uses Lanczos).
     """
-    c = base_config()
-    c.pipeline = "cohort"
+    c = base_config("cohort")
     c.domains = [domain]
     c.model.backbone = "resnet50"
     c.model.embedding_dim = 512
@@ -74,8 +75,8 @@ def paper_003(domain, methods):
     c.train.steps_per_epoch = 50 if small else 500
     c.eval.every_n_epochs = 10 if small else 1
     c.eval.ks = list(KS[domain])
-    c.cohort.methods = list(methods)
+    c.cohort.methods = as_config(CohortMethod, methods)
     c.cohort.freeze_batchnorm = small
-    prefix = methods[0].replace("->", "_to_")
+    prefix = CohortMethod.of(methods[0]).row_prefix
     c.cohort.export = [f"{prefix}/ensemble", f"{prefix}/member0"]
     return c

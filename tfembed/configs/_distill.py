@@ -2,7 +2,10 @@
 
 import math
 
-from tfembed.configs._base import PAPER_SMOKE, base_config, demo_model, distill_defaults
+from tfembed.configs._base import PAPER_SMOKE, base_config, demo_model
+from tfembed.configs._method import as_config
+from tfembed.distill import config as distill_config
+from tfembed.distill.config import DistillMethod, student
 
 # Smoke settings of the distillation recipes: PAPER_SMOKE with small CNNs for teacher and
 # student (the specialist recipes' smoke runs already build the ResNets) and no SavedModel export
@@ -80,6 +83,12 @@ def authors_schedule_001(domain):
     return steps, steps_per_epoch, trial_steps
 
 
+def _last_teacher_student(methods):
+    """The export of a paper recipe: its last student taught by the teacher (not plain ``ml``)."""
+    names = [DistillMethod.of(m).name for m in methods]
+    return [n for n in names if n != "ml"][-1:]
+
+
 def paper_001(domain, methods):
     """001 §5.1: ResNet-101 teacher → ResNet-18 student, both ImageNet-initialised, 512-d,
     triplet loss with hard negative mining, Adam 1e-5, batch 32, 256 → random 224 crop + flip.
@@ -123,8 +132,7 @@ def paper_001(domain, methods):
       μ = 0.01 for the hint (feature-map norms are in the hundreds) and κ = 1 (not searched;
       the authors' code has no hint or attention term).
     """
-    c = base_config()
-    c.pipeline = "distill"
+    c = base_config("distill")
     c.domains = [domain]
     c.teacher.backbone = "resnet101"
     c.teacher.embedding_dim = 512
@@ -145,10 +153,10 @@ def paper_001(domain, methods):
     if domain == "sop":
         c.distill.teacher_train = {"learning_rate": 1e-5}   # the paper's; see the docstring
     c.eval.ks = [1, 2, 4, 8, 16]
-    c.distill.methods = list(methods)
+    c.distill.methods = as_config(DistillMethod, methods)
     c.distill.hint_layers = [list(p) for p in RESNET101_TO_RESNET18]
     c.distill.attention_layers = [list(p) for p in RESNET101_TO_RESNET18]
-    c.distill.export = [m for m in methods if m != "ml"][-1:]
+    c.distill.export = _last_teacher_student(methods)
     c.distill.loss_kwargs.rel = {"aggregation": "frobenius"}   # the authors' code
     c.distill.loss_kwargs.abs = {"aggregation": "mean"}        # the authors' code (= DESIGN §4)
     for term, value in AUTHORS_LAMBDA.get(domain, AUTHORS_LAMBDA["cub"]).items():
@@ -204,8 +212,7 @@ def paper_004(methods):
     half-squared distances), L-Softmax without the authors' code's annealing (its LSoftmax
     operator starts at β = 1000 and decays to 5; ours is the pure margin-3 loss, ``lam=0``).
     """
-    c = base_config()
-    c.pipeline = "distill"
+    c = base_config("distill")
     c.domains = ["cub"]
     c.teacher.backbone = "resnet50"
     c.teacher.embedding_dim = 128
@@ -230,15 +237,17 @@ def paper_004(methods):
     c.distill.heads = {"lsoftmax": {"weight": 1.0, "margin": 3},
                        "verification": {"weight": 5.0, "mode": "contrastive", "margin": 0.9}}
     c.distill.teacher_heads = True
-    c.distill.methods = list(methods)
-    c.distill.export = [m for m in methods if m != "ml"][-1:]
+    c.distill.methods = as_config(DistillMethod, methods)
+    c.distill.export = _last_teacher_student(methods)
     c.eval.ks = [1, 2, 4, 8]
     return c
 
 
 # 001 §5.2 (Table 3): students on the labelled half, both halves, or the unlabelled half.
-SEMI_SUPERVISED_METHODS = ["ml@labelled", "ml+abs@labelled", "ml+rel@labelled", "ml+abs@semi",
-                           "ml+rel@semi", "abs@unlabelled", "rel@unlabelled"]
+SEMI_SUPERVISED_METHODS = [student("ml", data="labelled"), student("ml", "abs", data="labelled"),
+                           student("ml", "rel", data="labelled"),
+                           student("ml", "abs", data="semi"), student("ml", "rel", data="semi"),
+                           student("abs", data="unlabelled"), student("rel", data="unlabelled")]
 
 
 # Smoke: 2 steps and a few of the methods (every method list is checked without training
@@ -248,15 +257,14 @@ DEMO_DISTILL_SMOKE = {
     "train.steps_per_epoch": 2,
     "eval.max_images_per_split": 120,
     "distill.kd_classifier_epochs": 1,
-    "distill.methods": ["ml", "ml+rel+at", "ml+rel+hint"],
+    "distill.methods": [student("ml"), student("ml", "rel", "at"), student("ml", "rel", "hint")],
     "distill.export": ["ml+rel+at"],
 }
 
 
 def demo_distill_config(domain="digits"):
     """The shared set-up of the demo distillation recipes (teacher, student, steps)."""
-    c = base_config()
-    c.pipeline = "distill"
+    c = base_config("distill")
     c.domains = [domain]
     demo_model(c.teacher, width=1.0)
     demo_model(c.model, width=0.25)
@@ -266,7 +274,7 @@ def demo_distill_config(domain="digits"):
     c.train.steps = 600
     c.train.steps_per_epoch = 200
     c.eval.batch_size = 512
-    c.distill = distill_defaults()
+    c.distill = distill_config.defaults()
     c.distill.hint_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
     c.distill.attention_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
     return c
@@ -293,11 +301,12 @@ def teacher_recipes_001(kind, expected):
     recipes = {}
     for arg, (table, result) in expected.items():
         domain, _, term = arg.partition("_")
-        methods = ["ml", f"ml+{kind}"] if not term else [f"ml+{kind}", f"ml+{kind}+{term}"]
+        methods = ([student("ml"), student("ml", kind)] if not term
+                   else [student("ml", kind), student("ml", kind, term)])
         name = f"{kind}_teacher{'_' + term if term else ''}_resnet18_{domain}"
         about = (f"{word} teacher{TERMS_001[term]} ({eq}) on {DATASETS_001[domain]}: ResNet-101 → "
                  f"ResNet-18.\n\nTrains the ResNet-101 teacher, then the ResNet-18 students "
-                 f"{', '.join(methods)}; settings and λ's cross-validation in "
+                 f"{', '.join(DistillMethod.of(m).name for m in methods)}; settings and λ's cross-validation in "
                  f"``_distill.paper_001``.\n\nCommand:\n  tfembed-train --recipe {name} --set "
                  f"data_dir=/path/to/datasets\nExpected result (001 {table}, Recall@1 %):\n  "
                  f"{result}.\nSmoke run (small CNNs, 2 steps):\n  tfembed-train --recipe {name} "

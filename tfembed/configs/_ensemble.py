@@ -1,6 +1,8 @@
 """Shared set-up of the paper-scale attention-ensemble recipes (a private module: not a recipe)."""
 
 from tfembed.configs._base import PAPER_SMOKE, base_config
+from tfembed.configs._method import as_config
+from tfembed.ensemble.config import EnsembleMethod
 
 # Smoke settings of the ensemble recipes: PAPER_SMOKE with a quarter-width small CNN (32-d
 # ensembles: 4 dimensions per learner for ABE-8), pair batches of 8, no export and no
@@ -37,8 +39,7 @@ def paper_002(domain, methods):
     takes every pair of the batch instead). Not in the paper, our choices: the learning rate
     (002 tunes it on a validation set and does not publish it): 1e-3; 20k iterations.
     """
-    c = base_config()
-    c.pipeline = "ensemble"
+    c = base_config("ensemble")
     c.domains = [domain]
     c.model.backbone = "inception_v3"
     c.model.embedding_dim = 512
@@ -50,8 +51,8 @@ def paper_002(domain, methods):
     c.train.steps = 20000
     c.train.steps_per_epoch = 1000
     c.eval.ks = list(KS[domain])
-    c.ensemble.methods = list(methods)
-    c.ensemble.export = list(methods)
+    c.ensemble.methods = as_config(EnsembleMethod, methods)
+    c.ensemble.export = [EnsembleMethod.of(m).name for m in methods]
     # 002 §4: "We evaluate the model after every 1000 iteration and report the results for the
     # iteration with highest Recall@1": the <method>/ensemble@best row (beside the final model's).
     c.ensemble.eval_every_steps = 1000

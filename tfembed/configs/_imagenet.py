@@ -1,6 +1,7 @@
 """Shared by snd_imagenet_cub / snd_imagenet_cars (paper 000 §5.3, Table 5)."""
 
 from tfembed.configs._base import paper_universal
+from tfembed.universal.config import concat_pca, distilled, fused
 
 
 def imagenet_plus(domain):
@@ -12,7 +13,8 @@ def imagenet_plus(domain):
     # No distance shrinkage or early overfitting on ImageNet: triplet on its labels, SND only on
     # the fine-grained domain.
     c.universal.domain_losses = {"imagenet": "triplet_semihard"}
-    c.universal.methods = ["concat_pca", "triplet_weighted", "rkd", "snd"]
+    c.universal.methods = [concat_pca(), fused("triplet", "weighted"), distilled("rkd"),
+                           distilled("snd")]
     c.universal.export = ["snd"]
     # ImageNet shares categories with CUB/CARS: evaluation sets are not fused (000 §5.3).
     c.eval.fused = False

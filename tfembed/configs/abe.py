@@ -14,6 +14,7 @@ import functools
 from tfembed.configs._base import base_config, demo_model
 from tfembed.configs._ensemble import PAPER_ENSEMBLE_SMOKE, paper_002
 from tfembed.configs._recipe import Recipe
+from tfembed.ensemble.config import ensemble
 
 # argument: (documented name, dataset, method, what 002 reports (GoogLeNet: Inception v3 is a
 # larger network, so expect the same ordering rather than the same figures)).
@@ -58,7 +59,7 @@ _SMOKE_DEMO = {
     "train.steps": 2,
     "train.steps_per_epoch": 2,
     "eval.max_images_per_split": 120,
-    "ensemble.methods": ["abe2", "mheads2"],
+    "ensemble.methods": [ensemble("abe", 2), ensemble("mheads", 2)],
     "ensemble.export": ["abe2"],
     "ensemble.pair_anchors": 8,
     "ensemble.pair_positives": 4,
@@ -90,8 +91,7 @@ def _demo():
     ``diagnostics/similarity_histograms.png`` (self-pair similarity near 1 without the divergence
     loss, lower with it), ``diagnostics/attention_masks_abe4.png``.
     """
-    c = base_config()
-    c.pipeline = "ensemble"
+    c = base_config("ensemble")
     c.domains = ["digits"]
     demo_model(c.model, width=0.5)
     c.train.loss = "contrastive_pairs"
@@ -102,7 +102,8 @@ def _demo():
     c.train.steps = 800
     c.train.steps_per_epoch = 200
     c.eval.batch_size = 512
-    c.ensemble.methods = ["mheads1", "mheads4", "abe4_nodiv", "abe4"]
+    c.ensemble.methods = [ensemble("mheads", 1), ensemble("mheads", 4),
+                          ensemble("abe", 4, divergence=False), ensemble("abe", 4)]
     c.ensemble.export = ["abe4"]
     c.ensemble.eval_every_steps = 100   # 002 evaluates every 1000 of its ~20k iterations
     return c

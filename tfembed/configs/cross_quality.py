@@ -9,12 +9,15 @@ gives its command, the expected result and its smoke run.
 """
 
 from tfembed.configs._distill import (
-    demo_distill_config,
     DEMO_DISTILL_SMOKE as DISTILL_SMOKE,
-    paper_001,
+)
+from tfembed.configs._distill import (
     PAPER_DISTILL_SMOKE,
+    demo_distill_config,
+    paper_001,
 )
 from tfembed.configs._recipe import Recipe
+from tfembed.distill.config import student
 
 _SMOKE_LOWRES_CUB = dict(PAPER_DISTILL_SMOKE)
 
@@ -72,7 +75,7 @@ def _uncropped_cub():
 
 
 _SMOKE_DEMO = dict(DISTILL_SMOKE, **{
-    "distill.methods": ["ml+rel"],
+    "distill.methods": [student("ml", "rel")],
     "distill.export": [],
 })
 
@@ -96,7 +99,7 @@ def _demo():
     c.model.backbone_kwargs = {"width": 0.5}
     c.distill.cross_quality = "lowres"
     c.distill.low_resolution_size = 7
-    c.distill.methods = ["ml", "ml+abs", "ml+rel"]
+    c.distill.methods = [student("ml"), student("ml", "abs"), student("ml", "rel")]
     return c
 
 

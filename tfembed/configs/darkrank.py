@@ -9,12 +9,15 @@ its command, the expected result and its smoke run.
 """
 
 from tfembed.configs._distill import (
-    demo_distill_config,
     DEMO_DISTILL_SMOKE as DISTILL_SMOKE,
-    paper_004,
+)
+from tfembed.configs._distill import (
     PAPER_DISTILL_SMOKE,
+    demo_distill_config,
+    paper_004,
 )
 from tfembed.configs._recipe import Recipe
+from tfembed.distill.config import student
 
 _SMOKE_HARD_CUB = dict(PAPER_DISTILL_SMOKE)
 
@@ -34,7 +37,7 @@ def _hard_cub():
     Smoke run (small CNNs, 2 steps):
       tfembed-train --recipe darkrank_hard_cub --set smoke=true
     """
-    return paper_004(["ml", "ml+darkrank_hard"])
+    return paper_004([student("ml"), student("ml", "darkrank_hard")])
 
 
 _SMOKE_SOFT_CUB = dict(PAPER_DISTILL_SMOKE)
@@ -55,7 +58,7 @@ def _soft_cub():
     Smoke run (small CNNs, 2 steps):
       tfembed-train --recipe darkrank_soft_cub --set smoke=true
     """
-    return paper_004(["ml", "ml+darkrank_soft"])
+    return paper_004([student("ml"), student("ml", "darkrank_soft")])
 
 
 _SMOKE_KD_CUB = dict(PAPER_DISTILL_SMOKE)
@@ -78,13 +81,14 @@ def _kd_cub():
     Smoke run (small CNNs, 2 steps):
       tfembed-train --recipe darkrank_kd_cub --set smoke=true
     """
-    return paper_004(["ml+kd", "ml+kd+darkrank_hard", "ml+kd+darkrank_soft"])
+    return paper_004([student("ml", "kd"), student("ml", "kd", "darkrank_hard"),
+                      student("ml", "kd", "darkrank_soft")])
 
 
 _SMOKE_DEMO = dict(DISTILL_SMOKE, **{
     "distill.teacher_train.steps": 2,
     "distill.teacher_train.steps_per_epoch": 2,
-    "distill.methods": ["ml+darkrank_soft", "ml+kd+darkrank_hard"],
+    "distill.methods": [student("ml", "darkrank_soft"), student("ml", "kd", "darkrank_hard")],
     "distill.export": [],
 })
 
@@ -122,8 +126,9 @@ def _demo():
     c.distill.metric_weight = 0.1
     c.distill.heads = {"lsoftmax": {"weight": 1.0, "margin": 3},
                        "verification": {"weight": 5.0}}
-    c.distill.methods = ["ml", "ml+direct", "ml+darkrank_hard", "ml+darkrank_soft", "ml+kd",
-                         "ml+kd+darkrank_hard"]
+    c.distill.methods = [student("ml"), student("ml", "direct"), student("ml", "darkrank_hard"),
+                         student("ml", "darkrank_soft"), student("ml", "kd"),
+                         student("ml", "kd", "darkrank_hard")]
     return c
 
 

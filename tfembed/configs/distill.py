@@ -10,6 +10,7 @@ run.
 
 from tfembed.configs._distill import DEMO_DISTILL_SMOKE, demo_distill_config
 from tfembed.configs._recipe import Recipe
+from tfembed.distill.config import student
 
 _SMOKE_DEMO = dict(DEMO_DISTILL_SMOKE)
 
@@ -37,8 +38,9 @@ def _demo():
     every term but direct match beats the student, and absolute is ahead of relative.
     """
     c = demo_distill_config()
-    c.distill.methods = ["ml", "ml+abs", "ml+rel", "ml+rel+at", "ml+rel+hint",
-                         "ml+darkrank_hard", "ml+direct"]
+    c.distill.methods = [student("ml"), student("ml", "abs"), student("ml", "rel"),
+                         student("ml", "rel", "at"), student("ml", "rel", "hint"),
+                         student("ml", "darkrank_hard"), student("ml", "direct")]
     c.distill.export = ["ml+rel"]
     return c
 

@@ -10,6 +10,7 @@ function's docstring gives its command, the expected result and its smoke run.
 
 import functools
 
+from tfembed.cohort.config import cohort
 from tfembed.configs._base import base_config, demo_model
 from tfembed.configs._cohort import PAPER_COHORT_SMOKE, paper_003
 from tfembed.configs._recipe import Recipe
@@ -81,7 +82,7 @@ def _hetero():
     Smoke run (tiny images, 2 steps, a small CNN next to a ResNet-18):
       tfembed-train --recipe dm2_hetero --set smoke=true --set data_dir=...
     """
-    c = paper_003("cub", ["md+td+vd"])
+    c = paper_003("cub", [cohort("md", "td", "vd")])
     c.cohort.backbones = ["inception_v3", "inception_v3", "inception_v3", "resnet50"]
     return c
 
@@ -92,7 +93,7 @@ _SMOKE_DEMO = {
     "train.steps_per_epoch": 2,
     "eval.max_images_per_split": 120,
     "cohort.size": 2,
-    "cohort.methods": ["md+td+vd->rkd"],
+    "cohort.methods": [cohort("md", "td", "vd", distill_rkd=True)],
     "cohort.export": ["md+td+vd_to_rkd/ensemble", "md+td+vd_to_rkd/member1"],
 }
 
@@ -122,8 +123,7 @@ def _demo():
     Expected result: the table of docs/papers/003_dm2.md (measured with this recipe): each row's
     members and their ensemble, and whether 003's ordering holds at this scale.
     """
-    c = base_config()
-    c.pipeline = "cohort"
+    c = base_config("cohort")
     c.domains = ["digits"]
     demo_model(c.model, width=0.25, embedding_dim=64)
     c.train.loss = "triplet_distance_weighted"
@@ -134,7 +134,8 @@ def _demo():
     c.train.steps = 600
     c.train.steps_per_epoch = 200
     c.eval.batch_size = 512
-    c.cohort.methods = ["independent", "md", "md+td", "md+vd", "md+td+vd"]
+    c.cohort.methods = [cohort(), cohort("md"), cohort("md", "td"), cohort("md", "vd"),
+                        cohort("md", "td", "vd")]
     c.cohort.warmup_epochs = 1.0
     c.cohort.export = ["md+td+vd/ensemble", "md+td+vd/member0"]
     return c

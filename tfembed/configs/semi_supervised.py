@@ -9,13 +9,18 @@ result and its smoke run.
 """
 
 from tfembed.configs._distill import (
-    demo_distill_config,
     DEMO_DISTILL_SMOKE as DISTILL_SMOKE,
-    paper_001,
+)
+from tfembed.configs._distill import (
     PAPER_DISTILL_SMOKE,
+    demo_distill_config,
+    paper_001,
+)
+from tfembed.configs._distill import (
     SEMI_SUPERVISED_METHODS as METHODS,
 )
 from tfembed.configs._recipe import Recipe
+from tfembed.distill.config import student
 
 _SMOKE_CUB = dict(PAPER_DISTILL_SMOKE)
 
@@ -49,7 +54,7 @@ def _cub():
 
 
 _SMOKE_DEMO = dict(DISTILL_SMOKE, **{
-    "distill.methods": ["ml+rel@semi", "rel@unlabelled"],
+    "distill.methods": [student("ml", "rel", data="semi"), student("rel", data="unlabelled")],
     "distill.export": [],
 })
 

@@ -14,10 +14,11 @@ from tfembed.configs._base import (
     base_config,
     demo_model,
     paper_universal,
-    universal_defaults,
 )
 from tfembed.configs._imagenet import imagenet_plus
 from tfembed.configs._recipe import Recipe
+from tfembed.universal import config as universal_config
+from tfembed.universal.config import concat_pca, distilled, fused
 
 _SMOKE_SND = dict(PAPER_UNIVERSAL_SMOKE)
 
@@ -42,7 +43,7 @@ def _snd():
     CARS196 71.8/81.2/87.6, In-shop 84.3/89.5/93.2 — within a point of the specialists.
     """
     c = paper_universal(["cub", "cars", "inshop"])
-    c.universal.methods = ["snd"]
+    c.universal.methods = [distilled("snd")]
     c.universal.export = ["snd"]
     return c
 
@@ -77,8 +78,7 @@ def _demo():
     the fused gallery but 3.1 below the digits specialist, and only just above concat_pca and naive
     fused triplet on average (91.4 vs 91.0 / 91.1).
     """
-    c = base_config()
-    c.pipeline = "universal"
+    c = base_config("universal")
     c.domains = ["digits", "fashion", "glyphs"]
     # Half-width small CNN (16-32-64-128 channels): ~3× faster steps than full width on 2 CPU
     # cores, which buys the universal models a larger step budget inside the 15-minute demo.
@@ -88,7 +88,7 @@ def _demo():
     c.train.learning_rate = 1e-3
     c.train.steps = 600
     c.train.steps_per_epoch = 200
-    c.universal = universal_defaults()
+    c.universal = universal_config.defaults()
     # Each universal model (fused baselines and distilled students alike) gets 1.5 specialists'
     # budget for three domains — what fits in the 15-minute demo.
     c.universal.steps = 900
@@ -114,7 +114,7 @@ def _rkd():
     CARS196 73.3/82.2/88.7, In-shop 85.2/90.2/93.4.
     """
     c = paper_universal(["cub", "cars", "inshop"])
-    c.universal.methods = ["rkd"]
+    c.universal.methods = [distilled("rkd")]
     c.universal.export = ["rkd"]
     return c
 
@@ -135,7 +135,7 @@ def _snd_sop_vid_inshop():
     VID 86.9/90.5/93.4, In-shop 82.9/88.3/92.3.
     """
     c = paper_universal(["sop", "vehicleid", "inshop"])
-    c.universal.methods = ["snd"]
+    c.universal.methods = [distilled("snd")]
     c.universal.export = ["snd"]
     return c
 
@@ -216,7 +216,8 @@ def _table4():
     c = paper_universal(["cub", "cars", "inshop"])
     c.train.loss = "multi_similarity"
     c.train.loss_kwargs = {}
-    c.universal.methods = ["concat_pca", "ms_naive", "ms_ds", "ms_bal", "rkd", "snd"]
+    c.universal.methods = [concat_pca(), fused("ms", "naive"), fused("ms", "ds"), fused("ms", "bal"),
+                           distilled("rkd"), distilled("snd")]
     return c
 
 
@@ -235,7 +236,7 @@ def _concat_pca():
     Expected result (000 Table 2, fused gallery, R@1): CUB 47.3, CARS196 64.2, In-shop 69.6.
     """
     c = paper_universal(["cub", "cars", "inshop"])
-    c.universal.methods = ["concat_pca"]
+    c.universal.methods = [concat_pca()]
     c.universal.export = []
     return c
 
@@ -257,7 +258,8 @@ def _triplet_fused():
     Triplet+DS 54.8/66.1/76.4, Triplet+BAL 57.3/67.2/71.6.
     """
     c = paper_universal(["cub", "cars", "inshop"])
-    c.universal.methods = ["triplet_naive", "triplet_ds", "triplet_bal"]
+    c.universal.methods = [fused("triplet", "naive"), fused("triplet", "ds"),
+                           fused("triplet", "bal")]
     c.universal.export = []
     # The fused baselines do not need specialists; evaluate them next to given ones if any.
     c.universal.diagnostics = True
@@ -303,7 +305,7 @@ def _sigma_selfdistill_demo():
     c = _demo()
     c.pipeline = "self_distill"
     c.domains = ["glyphs"]
-    c.universal = universal_defaults()
+    c.universal = universal_config.defaults()
     c.universal.steps = 600
     c.universal.steps_per_epoch = 200
     c.eval.random_init_baseline = False

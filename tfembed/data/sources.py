@@ -826,7 +826,7 @@ def read_imagenet(root: PathLike, verify: bool = False, on_bad_image: str = "ski
 
     ``verify`` defaults to False because checking all 1.33M files takes a long time. Unverified,
     an unreadable file is only met when the training pipeline decodes it
-    (``preprocess.make_loader`` -> ``preprocess_ops.decode_image`` -> ``tf.io.decode_image``):
+    (``pipeline.make_loader`` -> ``transforms.decode_image`` -> ``tf.io.decode_image``):
     that raises ``tf.errors.InvalidArgumentError``, which ends the ``tf.data`` iteration and so
     stops training -- nothing skips it. The official archives hold no unreadable file; their
     oddities decode fine, because ``tf.io.decode_image`` sniffs the content rather than trusting

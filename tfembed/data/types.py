@@ -1,7 +1,7 @@
 """The in-memory description of a dataset that every reader returns.
 
 A reader never decodes images: it lists them (paths, or pixels for the small demo domains) with
-their labels, so that the tf.data pipeline in ``preprocess.py``/``sampling.py`` does the decoding in
+their labels, so that the tf.data pipeline in ``pipeline.py``/``sampling.py`` does the decoding in
 parallel. Labels are contiguous ints ``0..num_classes-1`` over the *whole* domain (train and test
 classes are disjoint ranges), so a multi-domain pipeline only has to add a per-domain offset.
 

@@ -8,9 +8,12 @@
   attention transfer; 004's DarkRank with its heads and Hinton KD);
 - ``UniversalDistiller``: one student taught by one specialist per domain (000's SND/RKD; it
   lives with paper 000's method in :mod:`tfembed.universal`, and is importable from here too);
-- :class:`TeacherCache`: teachers' embeddings computed once and read by example id.
+- :class:`TeacherCache`: teachers' embeddings computed once and read by example id;
+- :mod:`~tfembed.distill.config`: the ``teacher``, ``distill`` and ``teacher_cache`` blocks and
+  the method entries (:class:`~tfembed.distill.config.DistillMethod`).
 """
 
+from tfembed.distill import config  # noqa: F401  (its config block and method entries)
 from tfembed.distill.cache import TeacherCache
 from tfembed.distill.distiller import FC_LAYER, Distiller
 from tfembed.distill.teachers import (

@@ -2,7 +2,7 @@
 
 A frozen teacher in inference mode is a pure function of its input. When that input is
 deterministic as well — the evaluation transform of each training image, or one of K fixed
-augmented views of it (``training_batches(teacher_views=...)``) — the teacher's embedding of
+augmented views of it (a stream with ``view=TeacherCacheViews(K)``) — the teacher's embedding of
 every ``(example, view)`` can be computed once, before training, instead of once per step. The
 distillation step then pays for the student alone. The cost moves up front: ``N·max(K, 1)``
 teacher forwards for a split of N images, against ``steps·B`` when the teacher runs live, so the
@@ -26,11 +26,13 @@ Example:
 
 >>> cache = TeacherCache.load_or_compute("runs/cache", [cub_teacher, cars_teacher],
 ...                                      [cub.train, cars.train], teacher_views=4,
-...                                      image_size=224, resize_size=256, seed=0)
+...                                      spec=student, seed=0)
 >>> distiller = UniversalDistiller(cache, student, distill_loss=SNDLoss(sigma=0.25))
->>> distiller.fit(training_batches([cub.train, cars.train], 32, 4, teacher_views=4, seed=0), ...)
+>>> distiller.fit(training_batches([cub.train, cars.train], 32, 4, spec=student,
+...                                view=TeacherCacheViews(4), seed=0), ...)
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,14 +44,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfembed.data.preprocess import (
-    check_crop,
-    check_teacher_views,
-    split_flips,
-    teacher_view_dataset,
-)
+from tfembed.data.pipeline import teacher_view_dataset
+from tfembed.data.transforms import Augment
+from tfembed.data.types import ImageSpec
+from tfembed.data.views import check_teacher_views
 
 FORMAT = 1
+
+
+def _size_meta(size):
+    return int(size[0]) if size[0] == size[1] else [int(s) for s in size]
 
 
 def teacher_fingerprint(model) -> str:
@@ -149,16 +153,18 @@ class TeacherCache:
     # ------------------------------------------------------------------------------ compute
 
     @staticmethod
-    def describe(teachers, splits, teacher_views, *, image_size, resize_size, flip=True,
-                 crop="resize_crop", crop_scale=None, crop_ratio=None, crop_resize_range=None,
+    def describe(teachers, splits, teacher_views, *, spec=None, augment: Optional[Augment] = None,
                  seed=0, crop_boxes=False, domain_names=None) -> dict:
         """What a cache of these teachers and splits holds: the ``meta.json`` it must match."""
-        mode, scale, ratio, resize_range = check_crop(crop, crop_scale, crop_ratio,
-                                                      crop_resize_range)
+        spec = ImageSpec.of(spec)
+        augment = Augment() if augment is None else augment
+        kw = augment.crop_kwargs
+        mode = kw["crop"]
         # Only the ranges the mode uses (JSON lists, as meta.json reads back).
-        crop_meta = {"mode": mode, **({"scale": list(scale), "ratio": list(ratio)}
+        crop_meta = {"mode": mode, **({"scale": list(kw["crop_scale"]),
+                                       "ratio": list(kw["crop_ratio"])}
                                       if mode == "random_resized" else {}),
-                     **({"resize_range": list(resize_range)}
+                     **({"resize_range": list(kw["crop_resize_range"])}
                         if mode == "multi_resolution" else {})}
         return {
             "format": FORMAT,
@@ -166,9 +172,10 @@ class TeacherCache:
             # The fixed views depend on the seed and the transform (the flip per domain: its
             # policy and the recipe's switch; the crop mode); the eval view on neither.
             "seed": int(seed) if teacher_views else None,
-            "flip": split_flips(splits, flip) if teacher_views else None,
+            "flip": augment.flips(splits) if teacher_views else None,
             "crop": crop_meta if teacher_views else None,
-            "image_size": int(image_size), "resize_size": int(resize_size),
+            # Square sizes as one int (the format caches were written in before ImageSpec).
+            "image_size": _size_meta(spec.size), "resize_size": _size_meta(spec.resize),
             "crop_boxes": bool(crop_boxes),
             "domains": [{"name": str(domain_names[d]) if domain_names else f"domain{d}",
                          "examples": len(split),
@@ -177,37 +184,35 @@ class TeacherCache:
         }
 
     @classmethod
-    def compute(cls, teachers, splits, teacher_views, *, image_size, resize_size, flip=True,
-                crop="resize_crop", crop_scale=None, crop_ratio=None, crop_resize_range=None,
-                seed=0, crop_boxes=False, batch_size=128, domain_names=None, meta=None):
+    def compute(cls, teachers, splits, teacher_views, *, spec=None,
+                augment: Optional[Augment] = None, seed=0, crop_boxes=False, batch_size=128,
+                domain_names=None, meta=None):
         """Runs every teacher (inference mode) over every ``(example, view)`` of its split.
 
         Args:
           teachers: one frozen embedder per domain (None: no teacher for that domain).
           splits: the matching training splits (``Split``), the ones the stream samples.
-          teacher_views, image_size, resize_size, flip, crop, crop_scale, crop_ratio,
-            crop_resize_range, seed, crop_boxes: as given to
-            :func:`tfembed.data.training_batches` for the training stream (``flip``: a bool or
-            one per split; a split whose ``hflip`` is False is never flipped).
+          teacher_views, spec, augment, seed, crop_boxes: as given to
+            :func:`tfembed.data.batches` for the training stream (``view=TeacherCacheViews(
+            teacher_views)``; ``augment.flip``: a bool or one per split; a split whose ``hflip``
+            is False is never flipped).
           batch_size: teacher batch size.
         """
         if len(teachers) != len(splits):
             raise ValueError(f"{len(teachers)} teachers for {len(splits)} splits")
-        crop_kw = dict(crop=crop, crop_scale=crop_scale, crop_ratio=crop_ratio,
-                       crop_resize_range=crop_resize_range)
-        meta = meta or cls.describe(teachers, splits, teacher_views, image_size=image_size,
-                                    resize_size=resize_size, flip=flip, seed=seed,
-                                    crop_boxes=crop_boxes, domain_names=domain_names, **crop_kw)
-        flips = split_flips(splits, flip)
+        augment = Augment() if augment is None else augment
+        meta = meta or cls.describe(teachers, splits, teacher_views, spec=spec, augment=augment,
+                                    seed=seed, crop_boxes=crop_boxes, domain_names=domain_names)
+        flips = augment.flips(splits)
         views = max(int(teacher_views), 1)
         tables = []
         for d, (teacher, split) in enumerate(zip(teachers, splits)):
             if teacher is None:
                 tables.append(None)
                 continue
-            ds = teacher_view_dataset(split, teacher_views, batch_size, image_size=image_size,
-                                      resize_size=resize_size, flip=flips[d], seed=seed,
-                                      crop_boxes=crop_boxes, **crop_kw)
+            ds = teacher_view_dataset(split, teacher_views, batch_size, spec=spec,
+                                      augment=dataclasses.replace(augment, flip=flips[d]),
+                                      seed=seed, crop_boxes=crop_boxes)
             forward = tf.function(lambda x, t=teacher: tf.cast(t(x, training=False), tf.float32))
             emb = np.concatenate([forward(batch).numpy() for batch in ds])
             tables.append(emb.reshape(len(split), views, -1))

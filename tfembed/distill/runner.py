@@ -45,7 +45,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfembed.data.preprocess import (
+from tfembed.configs._method import entries
+from tfembed.data.pipeline import (
     eval_dataset,
     labelled_mask,
     split_labelled,
@@ -53,6 +54,8 @@ from tfembed.data.preprocess import (
     unlabelled_batches,
 )
 from tfembed.data.types import Domain, Split
+from tfembed.data.views import StudentView
+from tfembed.distill.config import EMBEDDING_TERMS, DistillMethod
 from tfembed.distill.distiller import Distiller
 from tfembed.evaluation.clustering import nmi_f1
 from tfembed.evaluation.protocol import embed_domains, evaluate_embeddings
@@ -68,48 +71,31 @@ from tfembed.training.builders import (
     compile_kwargs,
     eval_sets,
     export_models,
+    image_spec,
     load_domains,
     make_optimizer,
     teacher_cache,
-    teacher_cache_views,
-    train_transform_kwargs,
+    teacher_cache_view,
+    train_transform,
 )
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.loop import fit_for_steps
 from tfembed.training.strategy import get_strategy
 
-#: Embedding-level teacher terms → registered loss names (one per method at most).
-EMBEDDING_TERMS = {"abs": "absolute_teacher", "rel": "relative_teacher",
-                   "direct": "direct_match", "darkrank_hard": "darkrank_hard",
-                   "darkrank_soft": "darkrank_soft", "rkd": "rkd", "snd": "snd"}
-OTHER_TERMS = ("ml", "hint", "at", "kd")
-DATA = ("full", "labelled", "semi", "unlabelled")
 CROSS_QUALITY = ("none", "lowres", "uncropped")
 
 
 def parse_method(method):
-    """``(terms, data)`` of a method name such as ``ml+rel+at@semi``; typos are a clear error."""
-    body, _, data = str(method).partition("@")
-    data = data or "full"
-    terms = [t for t in body.split("+") if t]
-    known = (*EMBEDDING_TERMS, *OTHER_TERMS)
-    bad = [t for t in terms if t not in known]
-    if bad or not terms or data not in DATA:
-        raise ValueError(f"cannot parse distill method {method!r} (distill.methods): terms are "
-                         f"+-joined from {', '.join(known)}, optionally followed by @<data> "
-                         f"with data in {', '.join(DATA[1:])}")
-    if sum(t in EMBEDDING_TERMS for t in terms) > 1:
-        raise ValueError(f"distill method {method!r} has more than one embedding-level teacher "
-                         f"term ({', '.join(EMBEDDING_TERMS)}); use one")
-    if data == "unlabelled" and ("ml" in terms):
-        raise ValueError(f"distill method {method!r}: unlabelled data has no labels for 'ml'")
-    return terms, data
+    """``(terms, data)`` of a :class:`DistillMethod` entry (a dict of its fields or a name such
+    as ``ml+rel+at@semi``); a bad entry is a clear error."""
+    entry = DistillMethod.of(method)
+    return list(entry.terms), entry.data
 
 
 def check_config(config):
     """Fails early (before the teacher trains) on typos in the ``distill`` block."""
     d = config.distill
-    for method in d.methods:
+    for method in [m.name for m in entries(DistillMethod, d.methods)]:
         terms, data = parse_method(method)
         if data != "full" and float(d.labelled_fraction) >= 1.0:
             raise ValueError(f"distill method {method!r} uses @{data} but "
@@ -136,9 +122,9 @@ def check_config(config):
         except (TypeError, ValueError) as err:
             raise ValueError(f"distill.loss_kwargs.{term}: {err}") from None
     lambda_search_settings(config)   # typos in distill.lambda_search fail here too
-    if teacher_cache_views(config) is not None:
+    if teacher_cache_view(config) is not None:
         # The cache holds teacher embeddings of labelled c×k streams' fixed views only.
-        for method in d.methods:
+        for method in [m.name for m in entries(DistillMethod, d.methods)]:
             terms, data = parse_method(method)
             if {"hint", "at"} & set(terms) or data in ("semi", "unlabelled") or \
                     d.cross_quality != "none":
@@ -150,7 +136,7 @@ def check_config(config):
 
 
 def row_name(method):
-    return f"student/{method}"
+    return f"student/{DistillMethod.of(method).name}"
 
 
 def export_name(method):
@@ -235,8 +221,8 @@ def fit_teacher_classifier(teacher, split, config, num_classes):
     The teacher is a metric-learning embedder without a class head; a softmax layer fitted on
     its (fixed, evaluation-view) embeddings of the training images supplies the soft targets.
     """
-    ds = eval_dataset(split, int(config.eval.batch_size), image_size=int(config.teacher.image_size),
-                      resize_size=int(config.teacher.resize_size), **teacher_view(config))
+    ds = eval_dataset(split, int(config.eval.batch_size), spec=image_spec(config.teacher),
+                      **teacher_view(config))
     emb = np.asarray(teacher.predict(ds.map(lambda x, y: x), verbose=0), np.float32)
     keras.utils.set_random_seed(int(config.seed))
     classifier = keras.Sequential([keras.Input((emb.shape[1],)),
@@ -257,14 +243,16 @@ def fit_teacher_classifier(teacher, split, config, num_classes):
 def _batches(split, config, labelled=True, start_step=0):
     t, d = config.train, config.distill
     # The split carries its domain's flip policy (Split.hflip).
-    kw = dict(seed=int(config.seed), start_step=start_step,
-              **train_transform_kwargs(config, [split]))
-    view = d.cross_quality if d.cross_quality != "none" else None
+    kw = dict(seed=int(config.seed), start_step=start_step, **train_transform(config, [split]))
+    cross_quality = d.cross_quality != "none"
     if labelled:
+        # A cached teacher's keys, or the student's degraded view (001's cross-quality); the
+        # recipe check refuses both at once.
+        view = (StudentView(d.cross_quality, int(d.low_resolution_size)) if cross_quality
+                else teacher_cache_view(config))
         return training_batches([split], int(t.classes_per_batch), int(t.images_per_class),
-                                student_view=view, low_resolution_size=int(d.low_resolution_size),
-                                teacher_views=teacher_cache_views(config), **kw)
-    if view is not None:
+                                view=view, **kw)
+    if cross_quality:
         raise ValueError("cross-quality and semi-supervised distillation are not combined")
     return unlabelled_batches(split, int(t.classes_per_batch) * int(t.images_per_class), **kw)
 
@@ -607,9 +595,8 @@ class LambdaSearch:
 
     def validation_recall(self, student):
         """Recall@1 of ``student`` on the validation classes (its evaluation view)."""
-        m = self.config.model
         embedded = embed_domains(student, [self.search_domain], [0],
-                                 image_size=int(m.image_size), resize_size=int(m.resize_size),
+                                 spec=image_spec(self.config.model),
                                  batch_size=int(self.config.eval.batch_size),
                                  **student_view(self.config))
         q, ql, _, _ = embedded[self.search_domain.name]
@@ -694,9 +681,8 @@ def run_distill(config, workdir):
 
     def evaluate(name, model, model_cfg, view):
         start = time.time()
-        embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
-                                 image_size=int(model_cfg.image_size),
-                                 resize_size=int(model_cfg.resize_size), **view)
+        embedded = embed_domains(model, domains, [0], spec=image_spec(model_cfg),
+                                 batch_size=int(config.eval.batch_size), **view)
         new = evaluate_embeddings(name, embedded, ks, fused=False)
         if d.get("clustering", True):
             q, ql, g, gl = embedded[domain.name]
@@ -724,7 +710,7 @@ def run_distill(config, workdir):
             num_train_classes(domain.train))
     # distill.lambda_search: λ by cross-validation on held-out training classes (001 §4).
     search = LambdaSearch(domain, teacher, config, workdir, strategy, classifier)
-    for method in d.methods:
+    for method in [m.name for m in entries(DistillMethod, d.methods)]:
         name = row_name(method)
         start = time.time()
         method_config, record = search.configure(method)

@@ -56,7 +56,7 @@ def cache_keys(x, who):
     if not isinstance(x, Mapping) or "example" not in x or "view" not in x:
         got = sorted(x) if isinstance(x, Mapping) else "plain images"
         raise ValueError(f"{who} with a TeacherCache needs batches with 'example' and 'view' "
-                         f"(training_batches(..., teacher_views=K)), got {got}")
+                         f"(a stream with view=TeacherCacheViews(K)), got {got}")
     return x["example"], x["view"]
 
 
@@ -140,7 +140,7 @@ class LiveTeacher(Teacher):
 class CachedTeacher(Teacher):
     """Embeddings read from a :class:`TeacherCache` by the batch's ``(example, view)``.
 
-    The batches must carry ``"example"`` and ``"view"`` (``training_batches(teacher_views=K)``).
+    The batches must carry ``"example"`` and ``"view"`` (a stream with ``view=TeacherCacheViews(K)``).
     """
 
     def __init__(self, cache: TeacherCache):

@@ -30,7 +30,7 @@ Example:
 >>> model = build_attention_ensemble("inception_v3", num_learners=8, embedding_dim=512,
 ...                                  weights="imagenet", metric_loss="contrastive_pairs")
 >>> model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9))
->>> model.fit(training_batches([cars.train], 32, 2, pairs=(32, 16)), steps_per_epoch=1000)
+>>> model.fit(batches([cars.train], Pairs(32, 16), spec=model), steps_per_epoch=1000)
 >>> model.predict(images)            # [N, 512] ensemble embeddings
 >>> model.learner_outputs(images)    # {"learners": [8, N, 64], "masks": [N, h, w, 8, C], ...}
 """

@@ -31,15 +31,20 @@ similarity of positive, negative and self pairs, one panel per method) and, for 
 import functools
 import json
 import os
-import re
 import time
 
 import numpy as np
 from absl import logging
 
-from tfembed.data.preprocess import eval_dataset, training_batches
+from tfembed.configs._method import entries
+from tfembed.data.pipeline import batches, eval_dataset, training_batches
+from tfembed.data.samplers import Pairs
 from tfembed.ensemble import diagnostics as ens_diag
-from tfembed.ensemble.attention import build_attention_ensemble, build_multihead_ensemble
+from tfembed.ensemble.attention import (
+    build_attention_ensemble,
+    build_multihead_ensemble,
+)
+from tfembed.ensemble.config import EnsembleMethod
 from tfembed.evaluation.diagnostics import write_diagnostics_index
 from tfembed.evaluation.protocol import embed_domains
 from tfembed.evaluation.report import format_model_table, recall_rows, write_report
@@ -51,43 +56,29 @@ from tfembed.training.builders import (
     compile_kwargs,
     eval_sets,
     export_models,
-    image_sizes,
+    image_spec,
     load_domains,
     make_optimizer,
     model_resize,
-    train_transform_kwargs,
+    train_transform,
 )
 from tfembed.training.callbacks import RecallAtKCallback
 from tfembed.training.loop import fit_for_steps
 from tfembed.training.strategy import get_strategy
 
-_METHOD = re.compile(r"^(abe|mheads)(\d+)(_nodiv|_div)?$")
 SAMPLERS = ("pairs", "classes")
 HISTORY_FILENAME = "recall_history.json"   # the evaluations (step → Recall@K) of a method
-
-
-def parse_method(method):
-    """``(kind, M, divergence)`` of a method name, e.g. ``"abe8_nodiv"`` → ``("abe", 8, False)``."""
-    match = _METHOD.fullmatch(str(method))
-    if not match or int(match.group(2)) < 1:
-        raise ValueError(f"unknown ensemble method {method!r}: expected abe<M>, abe<M>_nodiv, "
-                         "mheads<M> or mheads<M>_div (M >= 1), e.g. abe8")
-    kind, m, suffix = match.group(1), int(match.group(2)), match.group(3)
-    if (kind, suffix) in (("abe", "_div"), ("mheads", "_nodiv")):
-        raise ValueError(f"{method!r}: abe has the divergence loss by default (use _nodiv to drop "
-                         "it), mheads has none (use _div to add it)")
-    divergence = (kind == "abe" and suffix != "_nodiv") or suffix == "_div"
-    return kind, m, divergence and m > 1
 
 
 def check_config(config):
     """Fails before any training on method typos, embedding sizes and the sampler."""
     e = config.ensemble
     dim = int(config.model.embedding_dim)
-    for method in e.methods:
-        _, m, _ = parse_method(method)
+    methods = entries(EnsembleMethod, e.methods)
+    for method in methods:
+        m = method.learners
         if dim % m:
-            raise ValueError(f"method {method!r}: model.embedding_dim {dim} is not a multiple of "
+            raise ValueError(f"method {method.name!r}: model.embedding_dim {dim} is not a multiple of "
                              f"its {m} learners")
     if e.sampler not in SAMPLERS:
         raise ValueError(f"ensemble.sampler must be one of {SAMPLERS}, got {e.sampler!r}")
@@ -96,7 +87,7 @@ def check_config(config):
     if 1 not in [int(k) for k in config.eval.ks]:
         raise ValueError(f"eval.ks must contain 1 (the best evaluation is chosen by R@1), got "
                          f"{list(config.eval.ks)}")
-    unknown = [m for m in e.get("export", []) if m not in e.methods]
+    unknown = [m for m in e.get("export", []) if m not in [x.name for x in methods]]
     if unknown:
         raise ValueError(f"ensemble.export names {unknown}, not in ensemble.methods {list(e.methods)}")
 
@@ -107,7 +98,8 @@ def export_name(method):
 
 def build_ensemble(method, config):
     """The (uncompiled) model of ``method`` from the recipe's ``model`` and ``ensemble`` blocks."""
-    kind, m, divergence = parse_method(method)
+    method = EnsembleMethod.of(method)
+    kind, m, divergence = method.kind, method.learners, method.uses_divergence
     mc, e, t = config.model, config.ensemble, config.train
     size = int(mc.image_size)
     common = dict(
@@ -141,11 +133,11 @@ def training_data(domain, config, start_step=0):
     """The paper's pair batches (32 anchors + 16 positive / 16 negative partners) or c×k, from
     batch ``start_step`` on."""
     t, e = config.train, config.ensemble
-    pairs = (int(e.pair_anchors), int(e.pair_positives)) if e.sampler == "pairs" else None
-    ds = training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
-                          seed=int(config.seed), pairs=pairs, start_step=start_step,
-                          **train_transform_kwargs(config, [domain]))
-    return ds
+    kw = dict(seed=int(config.seed), start_step=start_step, **train_transform(config, [domain]))
+    if e.sampler == "pairs":
+        return batches([domain.train], Pairs(int(e.pair_anchors), int(e.pair_positives)), **kw)
+    return training_batches([domain.train], int(t.classes_per_batch), int(t.images_per_class),
+                            **kw)
 
 
 def train_ensemble(method, domain, config, run_dir, strategy):
@@ -188,7 +180,7 @@ def ensemble_rows(method, domain_name, embedded, ks, step=None):
 
     ``embedded``: ``(query_emb, query_labels, gallery_emb | None, gallery_labels | None)``.
     """
-    _, m, _ = parse_method(method)
+    m = EnsembleMethod.of(method).learners
     q, ql, g, gl = embedded
     final = {"selection": "final", **({} if step is None else {"step": int(step)})}
     rows = [recall_rows(f"{method}/ensemble", domain_name, "domain",
@@ -220,7 +212,7 @@ def best_of_evals_row(method, domain_name, curve):
     """``<method>/ensemble@best``: the evaluation of ``curve`` with the highest R@1 (the
     latest of equals, so a tie with the final model is the final model), ``"selection":
     "best_of_evals"``, its ``step`` and the number of ``evaluations``."""
-    _, m, _ = parse_method(method)
+    m = EnsembleMethod.of(method).learners
     best = max(curve, key=lambda e: (-1.0 if e.get("recall@1") is None else e["recall@1"],
                                      e["step"]))
     recalls = {int(k.split("@")[1]): v for k, v in best.items() if k.startswith("recall@")}
@@ -253,11 +245,12 @@ def write_history(workdir, domain_name, curves):
 
 def title(method):
     """A figure title in the paper's words: ``abe8_nodiv`` → "ABE-8 without L_div"."""
-    kind, m, _ = parse_method(method)
+    entry = EnsembleMethod.of(method)
+    kind, m = entry.kind, entry.learners
     name = f"ABE-{m}" if kind == "abe" else (f"{m}-heads" if m > 1 else "1-head")
-    if method.endswith("_nodiv"):
+    if entry.name.endswith("_nodiv"):
         name += " without L_div"
-    elif method.endswith("_div"):
+    elif entry.name.endswith("_div"):
         name += " with L_div"
     return name
 
@@ -269,9 +262,7 @@ def mask_images(domain, config, count=6):
     classes = np.unique(split.labels)
     chosen = classes[np.linspace(0, len(classes) - 1, min(count, len(classes))).astype(int)]
     split = split.subset(np.array([np.flatnonzero(split.labels == c)[0] for c in chosen]))
-    mc = config.model
-    ds = eval_dataset(split, count, image_size=int(mc.image_size),
-                      resize_size=int(mc.resize_size))
+    ds = eval_dataset(split, count, spec=image_spec(config.model))
     images, _ = next(iter(ds))
     return images
 
@@ -280,24 +271,24 @@ def write_diagnostics(workdir, similarity_panels, mask_panels, seed=0):
     """Fig. 5 (one panel per method) and Fig. 6 (one file per ABE method); returns the paths."""
     out = os.path.join(workdir, "diagnostics")
     os.makedirs(out, exist_ok=True)
-    entries = {}
+    figures = {}
     if similarity_panels:
         path = os.path.join(out, "similarity_histograms")
         ens_diag.plot_similarity_histograms(similarity_panels, path)
-        entries["similarity_histograms"] = path + ".png"
+        figures["similarity_histograms"] = path + ".png"
     for method, (images, masks) in mask_panels.items():
         path = os.path.join(out, f"attention_masks_{method}")
         ens_diag.plot_attention_masks(np.asarray(images), np.asarray(masks), path)
-        entries[f"attention_masks_{method}"] = path + ".png"
-    if entries:
-        write_diagnostics_index(out, entries)
+        figures[f"attention_masks_{method}"] = path + ".png"
+    if figures:
+        write_diagnostics_index(out, figures)
     logging.info("wrote ensemble diagnostics to %s", out)
-    return entries
+    return figures
 
 
 def similarity_panel(method, embedded, max_images, max_pairs, seed):
     """Cosine similarities of positive / negative / self pairs of a method's learners."""
-    _, m, _ = parse_method(method)
+    m = EnsembleMethod.of(method).learners
     q, ql, _, _ = embedded
     if max_images and len(q) > max_images:
         keep = np.sort(np.random.default_rng(seed).choice(len(q), max_images, replace=False))
@@ -313,14 +304,14 @@ def run_ensemble(config, workdir):
     e = config.ensemble
     ks = tuple(config.eval.ks)
     rows, models, similarity, masks, curves = [], {}, {}, {}, {}
-    for method in e.methods:
+    for method in [m.name for m in entries(EnsembleMethod, e.methods)]:
         start = time.time()
         model, history, step = train_ensemble(method, domain, config,
                                                            os.path.join(workdir, method), strategy)
         models[method] = model
         logging.info("trained %s in %.1f s", method, time.time() - start)
-        embedded = embed_domains(model, domains, [0], batch_size=int(config.eval.batch_size),
-                                 **image_sizes(config))[domain.name]
+        embedded = embed_domains(model, domains, [0], spec=image_spec(config.model),
+                                 batch_size=int(config.eval.batch_size))[domain.name]
         final, learners = ensemble_rows(method, domain.name, embedded, ks, step=step)
         # 002 §4 reports the best R@1 over its evaluations: beside the final model, marked.
         curves[method] = evaluation_curve(history, final)

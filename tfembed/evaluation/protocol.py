@@ -14,10 +14,10 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from tfembed.data.preprocess import default_label_offsets, eval_dataset
+from tfembed.data.pipeline import default_label_offsets, eval_dataset
 from tfembed.data.types import Domain, ImageSpec
-from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 from tfembed.evaluation.report import recall_rows
+from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 
 
 def evaluate(model, domains: Union[Domain, Sequence[Domain]], *, ks=(1, 2, 4, 8), fused=True,
@@ -45,39 +45,37 @@ def evaluate(model, domains: Union[Domain, Sequence[Domain]], *, ks=(1, 2, 4, 8)
     """
     domains = [domains] if isinstance(domains, Domain) else list(domains)
     offsets = default_label_offsets(domains) if offsets is None else offsets
-    image_size, resize_size = ImageSpec.of(spec if spec is not None else model).sizes()
-    return evaluate_model(name, model, domains, offsets, image_size=image_size,
-                          resize_size=resize_size, ks=ks, batch_size=batch_size,
-                          multi_domain_input=multi_domain_input, fused=fused, **view)
+    embedded = embed_domains(model, domains, offsets, spec=spec, batch_size=batch_size,
+                             multi_domain_input=multi_domain_input, **view)
+    return evaluate_embeddings(name, embedded, ks, fused=fused)
 
 
-def embed_split(model, split, *, image_size=None, resize_size=None, batch_size=128,
-                label_offset=0, domain=None, crop_boxes=False, low_resolution_size=0):
+def embed_split(model, split, *, spec=None, batch_size=128, label_offset=0, domain=None,
+                crop_boxes=False, low_resolution_size=0):
     """Embeddings ``[N, D]`` (float32 numpy) and offset labels of a split, in order.
 
-    ``image_size``/``resize_size`` default to the model's ``ImageSpec``; ``crop_boxes`` /
+    ``spec``: the images' :class:`ImageSpec` (default the model's); ``crop_boxes`` /
     ``low_resolution_size``: the view of the images (see ``eval_dataset``).
     """
-    if image_size is None and resize_size is None:
-        image_size, resize_size = ImageSpec.of(model).sizes()
-    ds = eval_dataset(split, batch_size, image_size=image_size, resize_size=resize_size,
+    ds = eval_dataset(split, batch_size, spec=ImageSpec.of(model if spec is None else spec),
                       label_offset=label_offset, domain=domain, crop_boxes=crop_boxes,
                       low_resolution_size=low_resolution_size)
     emb = model.predict(ds.map(lambda x, y: x), verbose=0)
     return np.asarray(emb, np.float32), split.labels + label_offset
 
 
-def embed_domains(model, domains: Sequence[Domain], offsets: Sequence[int], *, image_size,
-                  resize_size, batch_size=128, multi_domain_input=False, **view):
+def embed_domains(model, domains: Sequence[Domain], offsets: Sequence[int], *, spec=None,
+                  batch_size=128, multi_domain_input=False, **view):
     """For each domain: ``(query_emb, query_labels, gallery_emb | None, gallery_labels | None)``.
 
     Domains with a query/gallery split (In-shop) return both; others return the test set as
-    queries and ``None`` gallery (each test image queries the others). ``view``: keyword
-    arguments of :func:`embed_split` choosing the images' view (box crop, low resolution).
+    queries and ``None`` gallery (each test image queries the others). ``spec`` (default the
+    model's) and ``view`` (box crop, low resolution): as :func:`embed_split`.
     """
+    spec = ImageSpec.of(model if spec is None else spec)
     out = {}
     for d, (domain, offset) in enumerate(zip(domains, offsets)):
-        kw = dict(image_size=image_size, resize_size=resize_size, batch_size=batch_size,
+        kw = dict(spec=spec, batch_size=batch_size,
                   label_offset=offset, domain=d if multi_domain_input else None, **view)
         if domain.has_query_gallery:
             q, ql = embed_split(model, domain.splits["query"], **kw)
@@ -101,12 +99,3 @@ def evaluate_embeddings(model_name: str, embedded: Dict[str, tuple], ks=(1, 2, 4
         for name, recalls in fused_recall(embedded, ks=ks).items():
             rows.append(recall_rows(model_name, name, "fused", recalls))
     return rows
-
-
-def evaluate_model(model_name, model, domains, offsets, *, image_size, resize_size, ks=(1, 2, 4, 8),
-                   batch_size=128, multi_domain_input=False, fused=True, **view):
-    """Embeds every domain's evaluation splits with ``model`` and returns report rows."""
-    embedded = embed_domains(model, domains, offsets, image_size=image_size,
-                             resize_size=resize_size, batch_size=batch_size,
-                             multi_domain_input=multi_domain_input, **view)
-    return evaluate_embeddings(model_name, embedded, ks, fused=fused)

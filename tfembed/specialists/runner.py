@@ -12,9 +12,9 @@ import os
 
 from absl import logging
 
-from tfembed.data.preprocess import default_label_offsets, training_batches
+from tfembed.data.pipeline import default_label_offsets, training_batches
 from tfembed.data.types import Domain
-from tfembed.evaluation.protocol import evaluate_model
+from tfembed.evaluation.protocol import evaluate
 from tfembed.evaluation.report import write_report
 from tfembed.io import atomic_save
 from tfembed.models import load_embedder
@@ -24,11 +24,11 @@ from tfembed.training.builders import (
     compile_kwargs,
     eval_sets,
     export_models,
-    image_sizes,
+    image_spec,
     load_domains,
     make_optimizer,
     metric_loss,
-    train_transform_kwargs,
+    train_transform,
 )
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.loop import fit_for_steps
@@ -71,7 +71,7 @@ def train_specialist(domain: Domain, config, run_dir, strategy, name=None, train
     crop = bool(t.get("crop_boxes", False))
     train_ds = functools.partial(
         training_batches, [domain.train], int(t.classes_per_batch), int(t.images_per_class),
-        seed=int(config.seed), crop_boxes=crop, **train_transform_kwargs(config, [domain]))
+        seed=int(config.seed), crop_boxes=crop, **train_transform(config, [domain]))
     recall = RecallAtKCallback(eval_sets([domain], [0], config, crop_boxes=crop),
                                ks=tuple(config.eval.ks),
                                every_n_epochs=int(config.eval.every_n_epochs))
@@ -109,18 +109,16 @@ def run_specialists(config, workdir):
     offsets = default_label_offsets(domains)
     models = specialists_for(config, domains, workdir, strategy)
     rows = []
+    kw = dict(offsets=offsets, ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
+              spec=image_spec(config.model))
     if config.eval.get("random_init_baseline", False):
         # The same architecture untrained: shows how much of a Recall@K the training earned
         # (on tiny domains nearest neighbours of random conv features are already strong).
         with strategy.scope():
             untrained = build_model(config.model, name="random_init")
-        rows += evaluate_model("baseline/random_init", untrained, domains, offsets,
-                               ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
-                               **image_sizes(config))
+        rows += evaluate(untrained, domains, name="baseline/random_init", **kw)
     for domain, model in zip(domains, models):
-        rows += evaluate_model(f"specialist/{domain.name}", model, domains, offsets,
-                               ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
-                               **image_sizes(config))
+        rows += evaluate(model, domains, name=f"specialist/{domain.name}", **kw)
     write_report(workdir, config.recipe, config.to_dict(), rows)
     export_models(config, workdir, [(f"specialist_{d.name}", m) for d, m in zip(domains, models)])
     return rows

@@ -14,10 +14,13 @@ import numpy as np
 from absl import logging
 
 from tfembed import export as export_lib
-from tfembed.data.preprocess import eval_dataset
+from tfembed.data.pipeline import eval_dataset
 from tfembed.data.sources import load_domain
-from tfembed.losses import GlobalBatchLoss, get_loss
+from tfembed.data.transforms import Augment
+from tfembed.data.types import ImageSpec
+from tfembed.data.views import TeacherCacheViews
 from tfembed.distill import TeacherCache
+from tfembed.losses import GlobalBatchLoss, get_loss
 from tfembed.models import build_embedder
 from tfembed.optimizers import WEIGHT_DECAY_MODES, CoupledAdam, CoupledSGD
 from tfembed.training.strategy import worker_role
@@ -107,12 +110,12 @@ def checkpoint_every(config):
 TEACHER_CACHE_MODES = ("off", "memory", "disk")
 
 
-def teacher_cache_views(config):
-    """``teacher_views`` of the training stream: None when teachers run live."""
+def teacher_cache_view(config):
+    """The training stream's :class:`TeacherCacheViews`: None when teachers run live."""
     mode = config.teacher_cache.mode
     if mode not in TEACHER_CACHE_MODES:
         raise ValueError(f"teacher_cache.mode must be one of {TEACHER_CACHE_MODES}, got {mode!r}")
-    return None if mode == "off" else int(config.teacher_cache.views)
+    return None if mode == "off" else TeacherCacheViews(int(config.teacher_cache.views))
 
 
 def teacher_cache(config, teachers, splits, names, default_dir):
@@ -122,36 +125,42 @@ def teacher_cache(config, teachers, splits, names, default_dir):
     flip policy); ``disk`` reuses a cache under ``teacher_cache.dir`` (default ``default_dir``)
     that matches.
     """
-    views = teacher_cache_views(config)
-    if views is None:
+    view = teacher_cache_view(config)
+    if view is None:
         return None
     c = config.teacher_cache
     directory = None if c.mode == "memory" else (c.dir or default_dir)
     return TeacherCache.load_or_compute(
-        directory, teachers, splits, views, seed=int(config.seed),
+        directory, teachers, splits, view.count, seed=int(config.seed),
         batch_size=int(config.eval.batch_size), domain_names=names,
-        **train_transform_kwargs(config, splits))
+        **train_transform(config, splits))
 
 
-def train_transform_kwargs(config, domains, model_cfg=None):
-    """The training transform's keywords for a stream over ``domains`` (or their splits: anything
+def image_spec(model_cfg) -> ImageSpec:
+    """The ImageSpec of a recipe's ``model`` block (or ``teacher`` block): its training crop and
+    evaluation resize."""
+    return ImageSpec(int(model_cfg.image_size), int(model_cfg.resize_size))
+
+
+def train_transform(config, domains, model_cfg=None):
+    """``{"spec", "augment"}`` of a training stream over ``domains`` (or their splits: anything
     with an ``hflip`` policy), for ``training_batches``, ``unlabelled_batches`` and
     :class:`TeacherCache`: the sizes of ``model_cfg`` (default ``config.model``); ``flip`` per
     domain, ``train.flip`` and the domain's ``hflip`` (DESIGN §6: no mirror images of text);
     the crop mode ``train.crop`` and its ranges ``train.crop_scale`` / ``train.crop_ratio``
     (``random_resized``) / ``train.crop_resize_range`` (``multi_resolution``), empty or absent:
-    the defaults of :func:`tfembed.data.preprocess.train_transform`."""
-    m = config.model if model_cfg is None else model_cfg
+    the defaults of :func:`tfembed.data.transforms.train_transform`."""
     t = config.train
 
     def pair(key):
         value = t.get(key)
         return tuple(float(v) for v in value) if value else None
 
-    return dict(image_size=int(m.image_size), resize_size=int(m.resize_size),
-                flip=[bool(t.flip) and bool(getattr(d, "hflip", True)) for d in domains],
-                crop=str(t.get("crop") or "resize_crop"), crop_scale=pair("crop_scale"),
-                crop_ratio=pair("crop_ratio"), crop_resize_range=pair("crop_resize_range"))
+    augment = Augment(flip=[bool(t.flip) and bool(getattr(d, "hflip", True)) for d in domains],
+                      crop=str(t.get("crop") or "resize_crop"), crop_scale=pair("crop_scale"),
+                      crop_ratio=pair("crop_ratio"), crop_resize_range=pair("crop_resize_range"))
+    return dict(spec=image_spec(config.model if model_cfg is None else model_cfg),
+                augment=augment)
 
 
 def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
@@ -159,8 +168,8 @@ def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
 
     ``view``: ``crop_boxes`` / ``low_resolution_size`` of ``eval_dataset``.
     """
-    m, e = config.model, config.eval
-    kw = dict(image_size=int(m.image_size), resize_size=int(m.resize_size), **view)
+    e = config.eval
+    kw = dict(spec=image_spec(config.model), **view)
     sets = {}
     for d, (domain, offset) in enumerate(zip(domains, offsets)):
         dom = d if multi_domain_input else None
@@ -197,11 +206,6 @@ def load_domains(config, single=None):
     return domains
 
 
-def image_sizes(config):
-    """The ``model`` block's evaluation sizes as ``embed_domains``/``eval_dataset`` take them."""
-    return dict(image_size=int(config.model.image_size), resize_size=int(config.model.resize_size))
-
-
 def export_models(config, workdir, named_models):
     """Exports each ``(name, model)`` as a SavedModel under the recipe's export root."""
     if not config.export.enabled:
@@ -209,12 +213,11 @@ def export_models(config, workdir, named_models):
     if not worker_role()[0]:
         return []   # multi-worker: the chief exports (every worker would add a version)
     root = config.export.root or os.path.join(workdir, "saved_models")
-    size = int(config.model.image_size)
-    resize = int(config.model.resize_size)
+    spec = image_spec(config.model)
     paths = []
     for name, model in named_models:
-        path = export_lib.export_model(model, root, name, image_size=(size, size),
-                                       resize_size=(resize, resize))
+        path = export_lib.export_model(model, root, name, image_size=spec.size,
+                                       resize_size=spec.resize)
         logging.info("exported %s to %s", name, path)
         paths.append(path)
     return paths

@@ -31,7 +31,7 @@ import time
 import keras
 from absl import logging
 
-from tfembed.training.builders import teacher_cache_views
+from tfembed.training.builders import teacher_cache_view
 from tfembed.training.strategy import barrier, get_strategy, precision
 from tfembed.training.validate import validate_recipe
 
@@ -54,7 +54,8 @@ def run(config, workdir):
                          f"{', '.join(sorted(PIPELINES))}")
     module, function = PIPELINES[name]
     runner = getattr(importlib.import_module(module), function)
-    teacher_cache_views(config)   # a bad teacher_cache.mode fails before anything trains
+    if "teacher_cache" in config:
+        teacher_cache_view(config)   # a bad teacher_cache.mode fails before anything trains
     os.makedirs(workdir, exist_ok=True)
     if config.get("strategy") == "multi_worker":
         get_strategy("multi_worker")   # before any op: collectives are set up at start-up

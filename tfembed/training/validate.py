@@ -18,6 +18,10 @@ import time
 import numpy as np
 from absl import logging
 
+from tfembed.cohort.config import CohortMethod
+from tfembed.configs._method import entries
+from tfembed.distill.config import DistillMethod
+from tfembed.ensemble.config import EnsembleMethod
 from tfembed.models import load_embedder
 
 # Heads and classifiers need a class count to be built; its value does not change whether a
@@ -82,7 +86,7 @@ def _validate_distill(config):
 
         classifier = keras.layers.Dense(_PLACEHOLDER_CLASSES)
     built = [teacher, student]
-    for method in config.distill.methods:
+    for method in [m.name for m in entries(DistillMethod, config.distill.methods)]:
         try:
             built.append(distill_lib.build_distiller(method, student, teacher, config,
                                                      _PLACEHOLDER_CLASSES, classifier))
@@ -96,7 +100,7 @@ def _validate_ensemble(config):
 
     ensemble_lib.check_config(config)
     built = []
-    for method in config.ensemble.methods:
+    for method in [m.name for m in entries(EnsembleMethod, config.ensemble.methods)]:
         try:
             model = ensemble_lib.build_ensemble(method, config)
         except Exception as e:
@@ -113,7 +117,7 @@ def _validate_cohort(config):
     members = cohort_lib.build_members(config, int(config.seed))
     for l, member in enumerate(members):
         _forward(f"cohort member {l}", member, config.model.image_size)
-    if any(cohort_lib.parse_method(m)[1] for m in config.cohort.methods):
+    if any(CohortMethod.of(m).distill_rkd for m in config.cohort.methods):
         members.append(_embedder("the cohort's RKD student", config.model))
     return members
 

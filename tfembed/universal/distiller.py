@@ -68,7 +68,7 @@ class UniversalDistiller(Distiller):
     Inputs: ``{"images": [B, H, W, 3], "domain": [B] int}`` with one domain per batch
     (domain-specific or domain-balanced sampling; ``naive`` batches cannot be distilled since a
     specialist only knows its own domain). With a cache the inputs also carry ``"example"`` and
-    ``"view"`` (``training_batches(teacher_views=K)``), and ``"student_images"`` for K = 0.
+    ``"view"`` (a stream with ``view=TeacherCacheViews(K)``), and ``"student_images"`` for K = 0.
     ``call`` returns the student's embeddings.
 
     Logs: ``loss`` (mean over all batches) and ``loss_<domain>`` (mean over that domain's

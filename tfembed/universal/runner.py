@@ -1,6 +1,7 @@
 """Training the universal embedding and the paper's baselines (paper 000 §4-5).
 
-A recipe's ``universal.methods`` lists what to build after the specialists, each a row group in
+A recipe's ``universal.methods`` lists what to build after the specialists
+(:class:`tfembed.universal.config.UniversalMethod` entries, named as below), each a row group in
 report.json:
 
 * ``concat_pca`` → ``baseline/concat_pca``: the specialists concatenated, PCA to the embedding
@@ -22,12 +23,13 @@ import keras
 import numpy as np
 from absl import logging
 
-from tfembed.data.preprocess import default_label_offsets, training_batches
+from tfembed.configs._method import entries
+from tfembed.data.pipeline import default_label_offsets, training_batches
 from tfembed.evaluation.protocol import (
     embed_domains,
     embed_split,
+    evaluate,
     evaluate_embeddings,
-    evaluate_model,
 )
 from tfembed.evaluation.report import format_paper_table, write_report
 from tfembed.io import atomic_save
@@ -40,44 +42,28 @@ from tfembed.training.builders import (
     compile_kwargs,
     eval_sets,
     export_models,
-    image_sizes,
+    image_spec,
     load_domains,
     make_optimizer,
     metric_loss,
     teacher_cache,
-    teacher_cache_views,
-    train_transform_kwargs,
+    teacher_cache_view,
+    train_transform,
 )
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.loop import fit_for_steps
 from tfembed.training.strategy import get_strategy
+from tfembed.universal.config import DISTILL_LOSSES, POLICY_ALIASES, UniversalMethod
 from tfembed.universal.distiller import UniversalDistiller
 
-#: Short policy names used in method names and report rows → sampling.POLICIES.
-POLICY_ALIASES = {"naive": "naive", "ds": "domain_specific", "bal": "domain_balanced",
-                  "weighted": "weighted"}
-DISTILL_METHODS = ("snd", "rkd")
 
-
-def row_name(method):
-    """The report.json ``model`` of a method."""
-    return f"universal/{method}" if method in DISTILL_METHODS else f"baseline/{method}"
-
-
-def parse_method(method, config):
-    """``("concat_pca" | "distill" | "fused", details)``; unknown names are a clear error."""
-    if method == "concat_pca":
-        return "concat_pca", {}
-    if method in DISTILL_METHODS:
-        return "distill", {}
+def fused_loss(method, config):
+    """``{"loss", "kwargs"}`` of a fused baseline: its entry in ``universal.fused_losses``."""
     fused = dict(config.universal.fused_losses)
-    loss, _, policy = method.rpartition("_")
-    if loss in fused and policy in POLICY_ALIASES:
-        return "fused", {"loss": fused[loss], "policy": POLICY_ALIASES[policy]}
-    raise ValueError(
-        f"unknown universal method {method!r} (universal.methods); use concat_pca, "
-        f"{', '.join(DISTILL_METHODS)}, or <loss>_<policy> with loss in {sorted(fused)} and "
-        f"policy in {sorted(POLICY_ALIASES)}")
+    if method.loss not in fused:
+        raise ValueError(f"universal method {method.name!r}: its loss {method.loss!r} is not in "
+                         f"universal.fused_losses ({', '.join(sorted(fused))})")
+    return fused[method.loss]
 
 
 def _steps(config):
@@ -89,7 +75,7 @@ def _optimizer(config):
     return make_optimizer(config.train, learning_rate=config.universal.get("learning_rate"))
 
 
-def _batches(domains, offsets, config, policy, multi_domain, start_step=0, teacher_views=None):
+def _batches(domains, offsets, config, policy, multi_domain, start_step=0, view=None):
     t = config.train
     weights = list(config.universal.get("weights") or []) or None
     # flip per domain (train.flip and Domain.hflip): a fused stream of photos and text flips
@@ -97,8 +83,8 @@ def _batches(domains, offsets, config, policy, multi_domain, start_step=0, teach
     return training_batches(
         [d.train for d in domains], int(t.classes_per_batch), int(t.images_per_class),
         policy=policy, weights=weights, label_offsets=offsets, seed=int(config.seed),
-        multi_domain=multi_domain, teacher_views=teacher_views, start_step=start_step,
-        **train_transform_kwargs(config, domains))
+        multi_domain=multi_domain, view=view, start_step=start_step,
+        **train_transform(config, domains))
 
 
 def _recall_callback(domains, offsets, config):
@@ -111,12 +97,13 @@ def train_fused(method, domains, offsets, config, run_dir, strategy):
 
     Returns ``(model, recall_history)``.
     """
-    _, spec = parse_method(method, config)
+    method = UniversalMethod.of(method)
+    loss = fused_loss(method, config)
     os.makedirs(run_dir, exist_ok=True)
     with strategy.scope():
         model = build_model(config.model, name=f"fused_{method}")
         model.compile(optimizer=_optimizer(config),
-                      loss=metric_loss(config, spec["loss"]["loss"], spec["loss"].get("kwargs")),
+                      loss=metric_loss(config, loss["loss"], loss.get("kwargs")),
                       **compile_kwargs(config))
         # Optimizer slots built now, not inside the first trace of the train step (which
         # makes tf.function trace it twice: ~2× the start-up of every run).
@@ -124,8 +111,8 @@ def train_fused(method, domains, offsets, config, run_dir, strategy):
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
     # Labels are offset per domain, so two domains' class 3 are different classes here.
-    fit_for_steps(model, functools.partial(_batches, domains, offsets, config, spec["policy"],
-                                           False), steps,
+    fit_for_steps(model, functools.partial(_batches, domains, offsets, config,
+                                           POLICY_ALIASES[method.policy], False), steps,
                   per_epoch, run_dir, recall, what=f"baseline {method}",
                   batch_size=int(config.train.classes_per_batch) *
                   int(config.train.images_per_class), checkpoint_every=checkpoint_every(config))
@@ -135,25 +122,25 @@ def train_fused(method, domains, offsets, config, run_dir, strategy):
 
 def distill_loss_for(method, config):
     """The distillation loss object of ``snd`` / ``rkd`` from ``universal.snd`` / ``.rkd``."""
-    u = config.universal
-    if method == "snd":
+    u, loss = config.universal, UniversalMethod.of(method).loss
+    if loss == "snd":
         s = u.snd
         perplexity = float(s.get("perplexity") or 0) or None
         return get_loss("snd", sigma=float(s.sigma),
                         student_sigma=(float(s.student_sigma) if s.get("student_sigma") and
                                        perplexity is None else None),
                         perplexity=perplexity)
-    if method == "rkd":
+    if loss == "rkd":
         r = u.rkd
         return get_loss("rkd", distance_weight=float(r.distance_weight),
                         angle_weight=float(r.angle_weight), delta=float(r.get("delta", 1.0)))
-    raise ValueError(f"{method!r} is not a distillation method ({DISTILL_METHODS})")
+    raise ValueError(f"{method!r} is not a distillation method ({DISTILL_LOSSES})")
 
 
 def train_distilled(method, domains, offsets, teachers, config, run_dir, strategy):
     """The universal student distilled from ``teachers`` (one per domain, None allowed for a
     domain with a ``universal.domain_losses`` entry). Returns ``(student, recall_history)``."""
-    u = config.universal
+    u, method = config.universal, UniversalMethod.of(method)
     os.makedirs(run_dir, exist_ok=True)
     names = [d.name for d in domains]
     domain_losses = {}
@@ -180,7 +167,7 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
     fit_for_steps(distiller, functools.partial(_batches, domains, offsets, config, policy, True,
-                                               teacher_views=teacher_cache_views(config)),
+                                               view=teacher_cache_view(config)),
                   steps, per_epoch,
                   run_dir, recall, what=f"universal {method} ({policy} sampling)",
                   batch_size=int(config.train.classes_per_batch) *
@@ -205,8 +192,7 @@ def build_concat_pca(specialists, domains, config, strategy):
         split = domain.train
         if limit and len(split) > limit:
             split = split.subset(np.sort(rng.choice(len(split), limit, replace=False)))
-        emb, _ = embed_split(joint, split, image_size=int(m.image_size),
-                             resize_size=int(m.resize_size),
+        emb, _ = embed_split(joint, split, spec=image_spec(m),
                              batch_size=int(config.eval.batch_size))
         features.append(emb)
     features = np.concatenate(features)
@@ -222,18 +208,20 @@ def run_universal(config, workdir):
     strategy = get_strategy(config.get("strategy", "default"))
     domains = load_domains(config)
     offsets = default_label_offsets(domains)
-    methods = list(config.universal.methods)
-    kinds = {m: parse_method(m, config)[0] for m in methods}  # typos fail early
+    methods = entries(UniversalMethod, config.universal.methods)   # typos fail early
+    for method in methods:
+        if method.kind == "fused":
+            fused_loss(method, config)
     specialists = specialists_for(config, domains, workdir, strategy)
     ks = tuple(config.eval.ks)
     fused = bool(config.eval.get("fused", True)) and len(domains) > 1
-    sizes = image_sizes(config)
+    spec = image_spec(config.model)
     rows, embedded, histories, models = [], {}, {}, {}
 
     def evaluate(name, model):
         start = time.time()
-        embedded[name] = embed_domains(model, domains, offsets,
-                                       batch_size=int(config.eval.batch_size), **sizes)
+        embedded[name] = embed_domains(model, domains, offsets, spec=spec,
+                                       batch_size=int(config.eval.batch_size))
         rows.extend(evaluate_embeddings(name, embedded[name], ks, fused=fused))
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
         logging.info("evaluated %s in %.1f s", name, time.time() - start)
@@ -244,12 +232,12 @@ def run_universal(config, workdir):
     for domain, model in zip(domains, specialists):
         evaluate(f"specialist/{domain.name}", model)
     for method in methods:
-        name = row_name(method)
+        name = method.row
         run_dir = os.path.join(workdir, name)
         start = time.time()
-        if kinds[method] == "concat_pca":
+        if method.kind == "concat_pca":
             model = build_concat_pca(specialists, domains, config, strategy)
-        elif kinds[method] == "fused":
+        elif method.kind == "fused":
             model, histories[name] = train_fused(
                 method, domains, offsets, config, run_dir, strategy)
         else:
@@ -264,9 +252,8 @@ def run_universal(config, workdir):
     if config.universal.get("diagnostics", True):
         from tfembed.universal.figures import write_universal_diagnostics  # noqa: PLC0415
         write_universal_diagnostics(workdir, domains, embedded, histories, config)
-    export = [m for m in config.universal.get("export", []) if m in methods]
-    export_models(config, workdir, [(row_name(m).replace("/", "_"),
-                                     models[row_name(m)]) for m in export])
+    export = [m for m in methods if m.name in config.universal.get("export", [])]
+    export_models(config, workdir, [(m.row.replace("/", "_"), models[m.row]) for m in export])
     return rows
 
 
@@ -278,17 +265,16 @@ def run_self_distill(config, workdir):
     domains = load_domains(config, single="self_distill")
     offsets = [0]
     (specialist,) = specialists_for(config, domains, workdir, strategy)
-    kw = dict(ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
-              **image_sizes(config))
-    rows = evaluate_model(f"specialist/{domains[0].name}", specialist, domains, offsets, **kw)
+    kw = dict(offsets=offsets, ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
+              spec=image_spec(config.model))
+    rows = evaluate(specialist, domains, name=f"specialist/{domains[0].name}", **kw)
     for sigma in config.universal.sigma_sweep:
         trial = config.copy_and_resolve_references()
         trial.universal.snd.sigma = float(sigma)
         model, _ = train_distilled(
             "snd", domains, offsets, [specialist], trial,
             os.path.join(workdir, "self_distill", f"sigma_{float(sigma):g}"), strategy)
-        rows += evaluate_model(f"self_distill/sigma={float(sigma):g}", model, domains, offsets,
-                               **kw)
+        rows += evaluate(model, domains, name=f"self_distill/sigma={float(sigma):g}", **kw)
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
     write_report(workdir, config.recipe, config.to_dict(), rows)
     return rows

@@ -12,14 +12,18 @@ stream is reproducible from the recipe seed, has no Python-side randomness, and 
 tf.data iterator is enough to resume it (tf.data checkpoints the counter).
 
 The sampler yields ``(domain [B] int32, index [B] int64)``: index is a row of that domain's split.
-``preprocess.py`` turns those into pixels.
+``pipeline.py`` turns those into pixels.
 
 :func:`pair_batch_indices` is the pair sampler of paper 002 (ABE, §4): ``a`` distinct random
 anchor images, then a positive partner (same class) for the first ``p`` of them and a negative
 partner (another class) for the rest, interleaved ``[a0, p0, a1, p1, ...]`` into a batch of 2a
 (single domain; the same ``(domain, index)`` output).
+
+The samplers a pipeline takes are small objects over these functions: :class:`ClassBalanced`
+(c×k with a domain policy), :class:`Pairs` (002) and :class:`Uniform` (an unlabelled stream).
 """
 
+import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
@@ -286,3 +290,96 @@ def pair_batch_indices(labels: np.ndarray, num_anchors: int = 32, num_positive: 
         return tf.zeros([2 * a], tf.int32), rows
 
     return tf.data.Dataset.counter(int(start_step)).map(sample)
+
+
+# ------------------------------------------------------------------------------------ samplers
+# A sampler is a small object: ``sampler(labels_per_domain, seed, start_step)`` is the endless
+# ``(domain [B], index [B])`` stream of its batches, ``batch_size`` their static size. Each keeps
+# the augmentation seeds its stream had before samplers were objects (``augment_salt``), so a
+# recorded run replays.
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassBalanced:
+    """c classes × k images per batch (:func:`batch_indices`), with a multi-domain ``policy``
+    (``POLICIES``; ``weights`` for ``"weighted"``)."""
+
+    classes_per_batch: int
+    images_per_class: int
+    policy: str = "domain_specific"
+    weights: Optional[Sequence[float]] = None
+
+    augment_salt = 0xA06
+    labelled = True
+
+    def __post_init__(self):
+        if self.classes_per_batch < 1 or self.images_per_class < 1:
+            raise ValueError("classes_per_batch and images_per_class must be >= 1")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown sampling policy {self.policy!r}; expected one of "
+                             f"{POLICIES}")
+
+    @property
+    def batch_size(self):
+        return int(self.classes_per_batch) * int(self.images_per_class)
+
+    def __call__(self, labels_per_domain, seed=0, start_step=0):
+        return batch_indices(labels_per_domain, int(self.classes_per_batch),
+                             int(self.images_per_class), policy=self.policy,
+                             weights=self.weights, seed=seed, start_step=start_step)
+
+
+def _one_domain(sampler, labels_per_domain):
+    if len(labels_per_domain) != 1:
+        raise ValueError(f"{sampler} needs exactly one split, got {len(labels_per_domain)}")
+    return labels_per_domain[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+    """Paper 002's pair batches (:func:`pair_batch_indices`): ``num_anchors`` anchors, the first
+    ``num_positive`` with a positive partner, the rest with a negative one; batch 2·a; one
+    split."""
+
+    num_anchors: int = 32
+    num_positive: int = 16
+
+    augment_salt = 0xA06
+    labelled = True
+
+    @property
+    def batch_size(self):
+        return 2 * _as_count("num_anchors", self.num_anchors)
+
+    def __call__(self, labels_per_domain, seed=0, start_step=0):
+        return pair_batch_indices(_one_domain(self, labels_per_domain), self.num_anchors,
+                                  self.num_positive, seed=seed, start_step=start_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """Uniformly shuffled images without their labels (an unlabelled stream: the batch
+    composition must not use the hidden labels). Element n is image ``π_e(n mod N)`` of pass
+    ``e = n // N``, with ``π_e`` a stateless permutation seeded by ``(seed, e)``: every image once
+    per pass; batches run across pass boundaries, so a split smaller than a batch works (with
+    repeats). One split; the stream's labels are -1."""
+
+    batch_size: int
+
+    augment_salt = 0x51A
+    labelled = False
+
+    def __call__(self, labels_per_domain, seed=0, start_step=0):
+        n = len(_one_domain(self, labels_per_domain))
+        if n == 0:
+            raise ValueError("the unlabelled split is empty")
+        b = int(self.batch_size)
+        perm_seed = tf.constant([seed, 0x5A5], tf.int64)
+
+        def element(number):
+            pass_, position = number // n, number % n
+            index = tf.random.experimental.index_shuffle(position, perm_seed + [0, pass_], n - 1)
+            return tf.constant(0, tf.int32), tf.cast(index, tf.int64)
+
+        ds = tf.data.Dataset.counter(int(start_step) * b).map(element)
+        return ds.batch(b, drop_remainder=True)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfembed.data import preprocess, sampling
-from tfembed.data.types import Split
+from tfembed.data import pipeline, samplers
+from tfembed.data.samplers import Pairs
+from tfembed.data.types import ImageSpec, Split
 
 
 def _labels(sizes):
@@ -17,7 +18,7 @@ def _labels(sizes):
 
 def _steps(labels, n, num_anchors, num_positive, seed=0):
     """``n`` batches of the stream as one ``int64 [n, 2a]`` array (domains checked to be 0)."""
-    ds = sampling.pair_batch_indices(labels, num_anchors, num_positive, seed=seed)
+    ds = samplers.pair_batch_indices(labels, num_anchors, num_positive, seed=seed)
     domain, index = next(iter(ds.take(n).batch(n)))
     assert domain.dtype == tf.int32 and index.dtype == tf.int64
     assert domain.shape == index.shape == (n, 2 * num_anchors)
@@ -65,7 +66,7 @@ def test_paper_setting_32_anchors_16_positive():
     assert batches.shape == (100, 64)
     _check_batches(labels, batches, 32, 16)
     # defaults are the paper's
-    _, index = next(iter(sampling.pair_batch_indices(labels)))
+    _, index = next(iter(samplers.pair_batch_indices(labels)))
     assert index.shape == (64,)
 
 
@@ -82,7 +83,7 @@ def test_single_class_split_is_fine_for_positives_only():
     labels = np.full(6, 4)
     _check_batches(labels, _steps(labels, 20, 3, 3), 3, 3)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        sampling.pair_batch_indices(labels, 3, 2)
+        samplers.pair_batch_indices(labels, 3, 2)
 
 
 def _chi2(observed, expected):
@@ -145,13 +146,13 @@ def test_stream_is_a_function_of_the_seed():
     assert len({tuple(x) for x in a}) > 1, "every step gives the same batch"
     # element-by-element iteration agrees with the batched read
     eager = [index.numpy() for _, index in
-             sampling.pair_batch_indices(labels, 5, 2, seed=7).take(3)]
+             samplers.pair_batch_indices(labels, 5, 2, seed=7).take(3)]
     np.testing.assert_array_equal(np.stack(eager), a[:3])
 
 
 def test_inner_sampler_eager_equals_tf_function():
     labels = _labels([3, 5, 1, 8])
-    index = sampling._PairIndex(labels)
+    index = samplers._PairIndex(labels)
     seed = tf.constant([3, 4], tf.int64)
     eager = index.sample_pairs(seed, 6, 3).numpy()
     graph = tf.function(lambda s: index.sample_pairs(s, 6, 3))(seed).numpy()
@@ -175,12 +176,12 @@ def test_large_split_sop_sized():
 ])
 def test_validation_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sampling.pair_batch_indices(_labels([4, 6]), **kwargs)
+        samplers.pair_batch_indices(_labels([4, 6]), **kwargs)
 
 
 def test_empty_split_is_an_error():
     with pytest.raises(ValueError, match="empty"):
-        sampling.pair_batch_indices(np.zeros([0], np.int64), 1, 0)
+        samplers.pair_batch_indices(np.zeros([0], np.int64), 1, 0)
 
 
 def _split(sizes, size=12, seed=0):
@@ -192,9 +193,9 @@ def _split(sizes, size=12, seed=0):
 
 def test_training_batches_with_pairs():
     split = _split([3, 1, 4, 5, 2])
-    kw = dict(image_size=8, resize_size=10, seed=2, pairs=(4, 2))
-    ds = preprocess.training_batches([split], 99, 99, **kw)
-    again = preprocess.training_batches([split], 1, 1, **kw)  # c, k ignored
+    kw = dict(spec=ImageSpec(8, 10), seed=2)
+    ds = pipeline.batches([split], Pairs(4, 2), **kw)
+    again = pipeline.batches([split], Pairs(4, 2), **kw)  # a pure function of the seed
     for (x, y), (x2, y2) in zip(ds.take(5), again.take(5)):
         assert x.shape == (8, 8, 8, 3) and x.dtype == tf.float32
         y = y.numpy()
@@ -208,8 +209,9 @@ def test_training_batches_with_pairs():
 def test_training_batches_pairs_needs_one_split():
     a, b = _split([2, 2]), _split([3, 3])
     with pytest.raises(ValueError, match="exactly one split"):
-        preprocess.training_batches([a, b], 2, 2, pairs=(2, 1))
+        pipeline.batches([a, b], Pairs(2, 1))
     with pytest.raises(ValueError, match="num_anchors"):
-        preprocess.training_batches([a], 2, 2, pairs=(5, 1))
-    with pytest.raises(ValueError, match="pairs must be"):
-        preprocess.training_batches([a], 2, 2, pairs=4)
+        pipeline.batches([a], Pairs(5, 1))
+    # Pairs(a, p) is a pair by construction; a malformed count fails when the stream is built.
+    with pytest.raises(ValueError, match="num_anchors must be an integer"):
+        pipeline.batches([a], Pairs(2.5, 1))
