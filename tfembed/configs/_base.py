@@ -66,6 +66,10 @@ def base_config(pipeline="specialists"):
     c.pipeline = pipeline
     c.smoke = False
     c.seed = 0
+    # Several seeds (e.g. --set seeds=0,1,2): the recipe runs once per seed in seed_<s>/ and
+    # report.json holds each row's mean over the seeds with "<metric>_std" and "seeds" ([]: one
+    # run with ``seed``).
+    c.seeds = []
     # Distribution: "default" (MirroredStrategy over all GPUs when there are several, else one
     # device), "mirrored", "multi_worker" (MultiWorkerMirroredStrategy from TF_CONFIG) or
     # "one_device". Batch sizes in recipes are global batches.

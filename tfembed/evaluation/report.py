@@ -52,10 +52,50 @@ def _average_group(row: dict) -> str:
     return model
 
 
-def _fmt(value) -> str:
+def _fmt(value, std=None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{100.0 * float(value):.1f}"
+    text = f"{100.0 * float(value):.1f}"
+    return text if std is None else f"{text}±{100.0 * float(std):.1f}"
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def aggregate_seeds(rows_per_seed: Mapping[int, Sequence[dict]]) -> List[dict]:
+    """Rows of several seeds' runs → one row per ``(model, domain, gallery)``: every numeric
+    field's mean over the seeds, its sample standard deviation as ``<field>_std`` (ddof 1; 0 for
+    one seed) and ``"seeds"``, the seeds the row was measured on (DESIGN §4). Rows keep the first
+    seed's order; a field that is not a number is kept when every seed agrees on it. A row some
+    seed lacks (an interrupted run) is a ValueError naming it."""
+    seeds = list(rows_per_seed)
+    if not seeds:
+        raise ValueError("no seeds to aggregate")
+    keyed = {}
+    for seed in seeds:
+        for row in rows_per_seed[seed]:
+            key = (row["model"], row["domain"], row["gallery"])
+            keyed.setdefault(key, {})[seed] = row
+    out = []
+    for key, by_seed in keyed.items():
+        missing = [s for s in seeds if s not in by_seed]
+        if missing:
+            raise ValueError(f"row {key} is missing from the run(s) of seed(s) {missing}")
+        rows = [by_seed[s] for s in seeds]
+        merged = {"model": key[0], "domain": key[1], "gallery": key[2]}
+        for field in rows[0]:
+            if field in merged or field.endswith("_std"):
+                continue
+            values = [r.get(field) for r in rows]
+            if all(_is_number(v) for v in values):
+                merged[field] = float(np.mean(values))
+                merged[f"{field}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            elif all(v == values[0] for v in values):
+                merged[field] = values[0]
+        merged["seeds"] = [int(s) for s in seeds]
+        out.append(merged)
+    return out
 
 
 def format_table(rows: Sequence[dict], ks: Sequence[int] = (1, 2, 4, 8)) -> str:
@@ -79,7 +119,8 @@ def format_table(rows: Sequence[dict], ks: Sequence[int] = (1, 2, 4, 8)) -> str:
         for group, members in groups.items():
             for r in members:
                 body.append([r.get("model", "?"), r.get("domain", "?"), gallery]
-                            + [_fmt(r.get(f"recall@{k}")) for k in ks])
+                            + [_fmt(r.get(f"recall@{k}"), r.get(f"recall@{k}_std"))
+                               for k in ks])
             avg = []
             for k in ks:
                 vals = [float(r[f"recall@{k}"]) for r in members

@@ -23,6 +23,7 @@ MD, MD+TD, MD+VD, MD+TD+VD; ``->rkd`` distills its ensemble into one student), e
 the ensemble evaluated.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -31,6 +32,13 @@ import time
 import keras
 from absl import logging
 
+from tfembed.evaluation.report import (
+    REPORT_FILENAME,
+    aggregate_seeds,
+    read_report,
+    write_report,
+)
+from tfembed.io import atomic_write
 from tfembed.training.builders import teacher_cache_view
 from tfembed.training.strategy import barrier, get_strategy, precision
 from tfembed.training.validate import validate_recipe
@@ -46,8 +54,48 @@ PIPELINES = {
 }
 
 
+#: Written in a seed's directory when its run finished: a rerun of the command skips that seed.
+SEED_DONE = "seed_done.json"
+
+
 def run(config, workdir):
-    """Runs a resolved recipe in ``workdir``; returns the report rows."""
+    """Runs a resolved recipe in ``workdir``; returns the report rows.
+
+    With ``seeds`` (e.g. ``[0, 1, 2]``) the recipe runs once per seed, in ``seed_<s>/`` with
+    ``seed=s``, and ``<workdir>/report.json`` holds each row's mean over the seeds with its
+    standard deviation (:func:`tfembed.evaluation.report.aggregate_seeds`). A rerun skips the
+    seeds that finished and resumes the one that was interrupted.
+    """
+    seeds = [int(s) for s in (config.get("seeds") or [])]
+    if seeds:
+        return _run_seeds(config, workdir, seeds)
+    return _run_one(config, workdir)
+
+
+def _run_seeds(config, workdir, seeds):
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds lists a seed twice: {seeds}")
+    rows_per_seed, runs = {}, {}
+    for seed in seeds:
+        directory = os.path.join(workdir, f"seed_{seed}")
+        done = os.path.join(directory, SEED_DONE)
+        if os.path.exists(done):
+            logging.info("seed %d: finished earlier (%s)", seed, directory)
+            rows_per_seed[seed] = read_report(os.path.join(directory, REPORT_FILENAME))["rows"]
+        else:
+            one = config.copy_and_resolve_references()
+            with one.unlocked() if hasattr(one, "unlocked") else contextlib.nullcontext():
+                one.seed, one.seeds = seed, []
+            logging.info("seed %d of %s: %s", seed, seeds, directory)
+            rows_per_seed[seed] = _run_one(one, directory)
+            atomic_write(done, lambda f: json.dump({"seed": seed}, f))
+        runs[str(seed)] = os.path.relpath(directory, workdir)
+    rows = aggregate_seeds(rows_per_seed)
+    write_report(workdir, config.recipe, config.to_dict(), rows, extra={"seed_runs": runs})
+    return rows
+
+
+def _run_one(config, workdir):
     name = config.get("pipeline", "specialists")
     if name not in PIPELINES:
         raise ValueError(f"recipe {config.recipe!r} names pipeline {name!r}; known pipelines: "
