@@ -366,3 +366,14 @@ def test_decode_image_channels(rng):
     )
     np.testing.assert_array_equal(decode_image(_encode(rgba[..., :3], "bmp")).numpy(), rgba[..., :3])
     assert decode_image(_encode(rgba[..., :3], "gif")).shape == (5, 7, 3)
+
+
+def test_a_loaded_saved_model_evaluates_with_its_recorded_resize(tmp_path):
+    # The pixel signature takes the crop; the resize before it is what serving_default does in
+    # its graph, so evaluation of the loaded SavedModel must use the same (not the 256/224 ratio).
+    from tfembed.data.types import ImageSpec
+    from tfembed.models import load_embedder
+
+    path = export_model(_small_model(), str(tmp_path), "m", image_size=IMAGE_SIZE,
+                        resize_size=(48, 48))
+    assert ImageSpec.of(load_embedder(path)).sizes() == (IMAGE_SIZE, (48, 48))

@@ -175,6 +175,10 @@ class ImageSpec:
         own = getattr(type(source), "image_spec", None)
         if isinstance(own, property):
             return source.image_spec
+        # A SavedModel loaded by load_embedder: the spec its export recorded (tfembed.json).
+        recorded = getattr(source, "recorded_image_spec", None)
+        if isinstance(recorded, ImageSpec):
+            return recorded
         shape = _input_shape(source)
         if shape is None or None in shape[1:3]:
             raise ValueError(f"cannot read an ImageSpec from {source!r}: it has no single image "

@@ -143,6 +143,19 @@ def feature_model(embedder, layers, backbone=None):
     return keras.Model(inputs, outputs, name=f"{embedder.name}_features")
 
 
+def _recorded_spec(path, size):
+    """The ImageSpec ``tfembed.export`` recorded next to a SavedModel (``assets.extra/
+    tfembed.json``: the resize its serving signature applies), or None."""
+    import json  # noqa: PLC0415
+
+    meta = os.path.join(path, "assets.extra", "tfembed.json")
+    if not tf.io.gfile.exists(meta):
+        return None
+    with tf.io.gfile.GFile(meta) as f:
+        resize = json.load(f).get("resize_size")
+    return None if not resize or None in size else ImageSpec(size, tuple(resize))
+
+
 def _is_saved_model_dir(path):
     return tf.io.gfile.isdir(path) and (
         tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
@@ -206,7 +219,7 @@ def load_embedder(path, compile=False):
       tfembed's custom objects registered; the result is the functional embedder itself, so
       :func:`feature_model` works on it.
     * SavedModel directory: a functional model ``Input(pixels) → keras.layers.TFSMLayer →
-      embeddings``. The endpoint is the signature named ``pixels`` if present, else
+      embeddings`` (with the ImageSpec its tfembed export recorded, read by ``ImageSpec.of``). The endpoint is the signature named ``pixels`` if present, else
       ``serving_pixels`` (what ``tfembed.export`` writes next to its bytes-taking
       ``serving_default``), else ``serving_default``, else any other signature: the first that
       takes a single float
@@ -230,7 +243,12 @@ def load_embedder(path, compile=False):
             outputs = outputs[output_key]
         parts = os.path.normpath(path).split(os.sep)
         base = "_".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]  # <name>/<version>/
-        return keras.Model(inputs, outputs, name=f"saved_model_{base}")
+        model = keras.Model(inputs, outputs, name=f"saved_model_{base}")
+        recorded = _recorded_spec(path, tuple(spec.shape[1:3]))
+        if recorded is not None:
+            # ImageSpec.of(model) reads it: evaluation resizes as the serving signature does.
+            model.recorded_image_spec = recorded
+        return model
     if path.endswith((".keras", ".h5")) and tf.io.gfile.exists(path):
         try:  # registers KerasHub's layer classes, which a "hub:" embedder nests
             import keras_hub  # noqa: F401
