@@ -52,6 +52,13 @@ def paper_data_dir(tmp_path_factory):
     return root
 
 
+# --set overrides that put a demo recipe on the small CNN from scratch (28-px crops), for tests
+# that use a demo only as a vehicle for the machinery (seeds, resume, the CLI): the demos'
+# pretrained EfficientNet at 64 px costs several times more per step.
+SMALL_CNN = ["model.backbone=small_cnn", "model.weights=", "model.image_size=28",
+             "model.resize_size=32", "model.freeze_batchnorm=false"]
+
+
 @pytest.fixture
 def run_recipe():
     """``run_recipe(recipe, workdir, *sets)``: tfembed-train in smoke mode → the report dict."""

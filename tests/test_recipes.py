@@ -103,10 +103,11 @@ def test_paper_specialist_recipes_in_smoke_mode(recipe, paper_data_dir, run_reci
 
 def test_a_short_recipe_run_learns(run_recipe, tmp_path):
     """The smoke runs above check that every recipe runs; this one checks that training through
-    the recipe path learns: 60 steps of the demo specialist on glyphs against the same network
-    untrained (both evaluated by the pipeline on the same 150 test images)."""
-    report = run_recipe("universal:demo", tmp_path, "pipeline=specialists", "domains=glyphs",
+    the recipe path learns: 60 steps of the demo specialist (the pretrained EfficientNet-Lite0)
+    on digits against the same network before training (both evaluated by the pipeline on the
+    same 150 test images; on digits ImageNet features are weak, R@1 ≈ 0.25 on the full set)."""
+    report = run_recipe("universal:demo", tmp_path, "pipeline=specialists", "domains=digits",
                         "train.steps=60", "train.steps_per_epoch=60", "export.enabled=false",
                         "eval.random_init_baseline=true", "eval.ks=1")
     r1 = {r["model"]: r["recall@1"] for r in report["rows"] if r["gallery"] == "domain"}
-    assert r1["specialist/glyphs"] > r1["baseline/random_init"] + 0.05, r1
+    assert r1["specialist/digits"] > r1["baseline/pretrained"] + 0.1, r1

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import SMALL_CNN
 from tfembed import recipes
 from tfembed.cohort import runner as cohort
 from tfembed.cohort.config import CohortMethod
@@ -72,7 +73,8 @@ def test_view_diversity_reaches_the_batches():
     for l in range(1, 4):   # different pixels for different members
         assert np.abs(views[:, l] - views[:, 0]).mean() > 1.0
     plain, _ = next(iter(cohort.training_data(domain, c, "md+td")))
-    assert isinstance(plain, tf.Tensor) and plain.shape == (60, 28, 28, 3)
+    size = c.model.image_size
+    assert isinstance(plain, tf.Tensor) and plain.shape == (60, size, size, 3)
 
 
 def test_members_differ_and_are_placed(two_replica_strategy):
@@ -83,7 +85,7 @@ def test_members_differ_and_are_placed(two_replica_strategy):
     w = [m.get_layer("embedding_dense").get_weights()[0] for m in model.members]
     assert not np.allclose(w[0], w[1])   # model diversity: different initialisations
     assert model.update_probabilities == [1.0, 0.5]
-    assert model.warmup_steps == 200
+    assert model.warmup_steps == c.train.steps_per_epoch   # cohort.warmup_epochs = 1
 
 
 def _check_report(report, tmp_path):
@@ -117,7 +119,8 @@ def test_demo_in_smoke_mode_distills_and_exports(run_recipe, tmp_path):
         path = tmp_path / "saved_models" / cohort.export_name(row) / "1"
         served = tf.saved_model.load(str(path)).signatures["serving_pixels"]
         out = served(pixels=tf.zeros([2, 28, 28, 3]))["embeddings"]
-        assert out.shape == (2, 128 if row.endswith("ensemble") else 64)
+        # Smoke: a cohort of 2 members of 128-d, the ensemble their concatenation.
+        assert out.shape == (2, 256 if row.endswith("ensemble") else 128)
 
 
 @pytest.mark.parametrize("loss,weight", [("arcface", 2000.0), ("proxy_nca", 100.0),
@@ -136,7 +139,7 @@ def test_other_metric_losses_with_the_papers_weights(loss, weight):
 
 
 def test_pretrained_members_share_the_backbone_and_differ_in_the_projection():
-    c = recipes.resolve("dm2_demo", ["cohort.size=2"])
+    c = recipes.resolve("dm2_demo", ["cohort.size=2", *SMALL_CNN])
     source = cohort.build_members(c, seed=5)[0]
     model = cohort.build_cohort("md", c, num_classes=50, pretrained=source)
     a, b = model.members
@@ -151,7 +154,7 @@ def test_pretrained_members_share_the_backbone_and_differ_in_the_projection():
 
 def test_demo_with_a_pretrained_backbone_in_smoke_mode(run_recipe, tmp_path):
     report = run_recipe("dm2_demo", tmp_path, "cohort.pretrain_domain=glyphs",
-                        "cohort.methods=md", "cohort.export=")
+                        "cohort.methods=md", "cohort.export=", *SMALL_CNN)
     assert os.path.isfile(tmp_path / "pretrained" / "model.keras")
     _check_report(report, tmp_path)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import SMALL_CNN
 from tfembed import recipes
 from tfembed.cohort import runner as cohort_lib
 from tfembed.data import pipeline as P
@@ -460,14 +461,15 @@ def test_recipe_defaults_and_the_003_recipes():
 
 
 def test_cohort_views_use_the_recipe_crop_and_never_flip_digits(demo):
-    config = recipes.resolve("dm2_demo", ["train.crop=random_resized",
+    # The demo on the small CNN's 28-px crops (the recipe's own 64-px network is not the point).
+    config = recipes.resolve("dm2_demo", ["train.crop=random_resized", *SMALL_CNN,
                                           "train.crop_scale=0.5,1.0", "cohort.size=3"])
     x, y = next(iter(cohort_lib.training_data(demo["digits"], config, "md+vd")))
     assert x["views"].shape[1:] == (3, 28, 28, 3)
     views = x["views"].numpy()
     assert not np.allclose(views[:, 0], views[:, 1])
     # Without the crop (28 → 28, resize_crop) the views are the source: never mirrored.
-    config = recipes.resolve("dm2_demo", ["model.resize_size=28", "cohort.size=3"])
+    config = recipes.resolve("dm2_demo", [*SMALL_CNN, "model.resize_size=28", "cohort.size=3"])
     x, y = next(iter(cohort_lib.training_data(demo["digits"], config, "md+vd")))
     sources = {_rgb(s).tobytes() for s in demo["digits"].train.images}
     assert all(image.tobytes() in sources for image in x["views"].numpy().reshape(-1, 28, 28, 3))

@@ -108,8 +108,10 @@ def test_semi_supervised_search_keeps_the_runs_labelled_draw(cub_dir):
 
 
 def test_settings_off_by_default_and_parsed():
-    base = recipes.resolve("distill_demo", [])
+    base = recipes.resolve("semi_supervised_demo", [])
     assert distill.lambda_search_settings(base) is None   # terms empty: off
+    demo = distill.lambda_search_settings(recipes.resolve("distill_demo", []))
+    assert demo["terms"] == ["abs", "rel"] and demo["grids"]["rel"] == [0.1, 1.0, 10.0]
     c = recipes.resolve("rel_teacher_resnet18_cub", [])
     s = distill.lambda_search_settings(c)
     assert s == {"terms": ["abs", "rel"], "grids": {"abs": [0.1, 0.3, 1.0, 3.0, 10.0],

@@ -123,6 +123,35 @@ def test_backbone_loads_the_imagenet_trunk(cache, monkeypatch):
         model.get_layer(stage)      # every stage alias names a layer
 
 
+def test_truncated_trunk_is_the_pretrained_network_up_to_a_stage(cache, monkeypatch):
+    from tfembed.models import backbone_model, build_embedder
+
+    monkeypatch.setenv("TFEMBED_CACHE", cache)
+    full = backbone_model("efficientnet_lite0", (64, 64, 3), weights="imagenet")
+    short = backbone_model("efficientnet_lite0", (64, 64, 3), weights="imagenet", stages=3)
+    assert short.output.shape[1:] == (4, 4, 112)            # block10_out, stride 16
+    assert short.layers[-1].name == E.STAGES["stage3"]
+    assert short.count_params() < full.count_params() / 4
+    names = {layer.name for layer in short.layers}
+    assert "block11_expand_conv" not in names and "top_conv" not in names
+    for layer in short.layers:
+        for a, b in zip(layer.get_weights(), full.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    inner = keras_model_to(full, E.STAGES["stage3"])
+    np.testing.assert_allclose(short.predict(pixels, verbose=0), inner.predict(pixels, verbose=0),
+                               atol=1e-5)
+    build_embedder("efficientnet_lite0", 16, input_shape=(64, 64, 3), stages=2)
+    with pytest.raises(ValueError, match="stages must be"):
+        build_embedder("efficientnet_lite0", 16, input_shape=(64, 64, 3), stages=5)
+
+
+def keras_model_to(model, layer):
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(layer).output)
+
+
 def test_the_cache_is_reused_and_written_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv("TFEMBED_CACHE", str(tmp_path))
     path = E.imagenet_weights()

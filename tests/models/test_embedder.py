@@ -193,6 +193,36 @@ def test_keras_file_roundtrip(tmp_path, rng):
     assert isinstance(again.get_layer("global_pool"), keras.layers.Layer)
 
 
+def test_frozen_batchnorm_runs_in_inference_mode_and_is_not_trained(tmp_path, rng):
+    keras.utils.set_random_seed(0)
+    model = build_embedder("small_cnn", 8, input_shape=(16, 16, 3), freeze_batchnorm=True,
+                           width=0.25)
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and not any(l.trainable for l in bns)
+    before = [w.numpy().copy() for l in bns for w in l.weights]
+    x = rng.uniform(0, 255, (6, 16, 16, 3)).astype(np.float32)
+    # Inference mode even when the model is called in training mode (batch statistics unused).
+    np.testing.assert_allclose(model(x, training=True).numpy(), model(x, training=False).numpy(),
+                               atol=1e-6)
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    conv = model.get_layer(next(l.name for l in model.layers
+                                if isinstance(l, keras.layers.Conv2D))).kernel.numpy().copy()
+    model.fit(x, rng.normal(size=(6, 8)).astype(np.float32), epochs=2, verbose=0, shuffle=False)
+    after = [w.numpy() for l in bns for w in l.weights]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)       # scale, offset and moving statistics
+    assert not np.allclose(conv, model.get_layer(
+        next(l.name for l in model.layers if isinstance(l, keras.layers.Conv2D))).kernel.numpy())
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_embedder(path)
+    assert not any(l.trainable for l in loaded.layers
+                   if isinstance(l, keras.layers.BatchNormalization))
+    # Unfrozen: the same network's BatchNorm layers train.
+    free = build_embedder("small_cnn", 8, input_shape=(16, 16, 3), width=0.25)
+    assert all(l.trainable for l in free.layers if isinstance(l, keras.layers.BatchNormalization))
+
+
 def test_saved_model_loading(tmp_path, rng):
     model = build_embedder("small_cnn", 8, (32, 32, 3), width=0.25)
     x = _pixels(rng, 3, (32, 32, 3))

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import SMALL_CNN
 from tfembed.models import backbone_model, build_embedder, feature_model, load_embedder
 from tfembed.models import hub
 from tfembed.models import testing as model_testing
@@ -222,7 +223,7 @@ def test_cohort_members_on_a_hub_preset_path_get_valid_names(tmp_path):
     from tfembed.cohort import runner as cohort
 
     _tiny_hub_resnet(tmp_path / "tiny_resnet")
-    c = recipes.resolve("dm2_demo", ["cohort.size=2", "model.image_size=32"])
+    c = recipes.resolve("dm2_demo", ["cohort.size=2", *SMALL_CNN, "model.image_size=32"])
     c.cohort.backbones = [f"hub:{tmp_path / 'tiny_resnet'}", "small_cnn"]
     c.model.backbone_kwargs = {}
     members = cohort.build_members(c, seed=0)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import SMALL_CNN
 from tfembed.data import pipeline
 from tfembed.data.samplers import ClassBalanced, Pairs
 from tfembed.data.sources import read_demo
@@ -191,7 +192,7 @@ _COMMAND = [sys.executable, "-m", "tfembed.cli", "--recipe", "snd_universal_demo
             "--set", "train.steps=24", "--set", "train.steps_per_epoch=12",
             "--set", "train.checkpoint_every=3", "--set", "eval.max_images_per_split=64",
             "--set", "eval.random_init_baseline=False", "--set", "export.enabled=False",
-            "--set", "eval.fused=False"]
+            "--set", "eval.fused=False", *[a for s in SMALL_CNN for a in ("--set", s)]]
 
 
 def _run(workdir, **kwargs):

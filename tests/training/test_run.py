@@ -2,10 +2,11 @@
 
 import json
 
+from tests.conftest import SMALL_CNN
 from tfembed.evaluation.report import read_report
 from tfembed.training import run as run_lib
 
-SETS = ["pipeline=specialists", "domains=glyphs", "train.steps=3", "train.steps_per_epoch=3",
+SETS = [*SMALL_CNN, "pipeline=specialists", "domains=glyphs", "train.steps=3", "train.steps_per_epoch=3",
         "export.enabled=false", "eval.ks=1,2", "eval.max_images_per_split=40",
         "eval.random_init_baseline=false"]
 

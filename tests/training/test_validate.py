@@ -43,8 +43,8 @@ def test_unknown_hint_layer_fails_before_the_teacher_trains(tmp_path, paper_data
 
 
 def test_unbuildable_ensemble_fails_before_training(tmp_path):
-    # Another backbone with the demo CNN's width argument: the ensemble cannot be built.
+    # A branching point the network does not have: the ensemble cannot be built.
     workdir = tmp_path / "run"
-    with pytest.raises(TypeError, match="cannot build ensemble method .*width"):
-        _train("abe_demo", workdir, "model.backbone=mobilenet", "model.weights=")
+    with pytest.raises(ValueError, match="cannot build ensemble method .*no_such_layer"):
+        _train("abe_demo", workdir, "ensemble.branch=no_such_layer")
     assert not os.path.exists(workdir / "abe8")

@@ -131,9 +131,9 @@ def _served_embeddings(saved_model, work):
 def test_demo_recipe_full_pipeline_in_smoke_mode(run_recipe, tmp_path):
     report = run_recipe("snd_universal_demo", tmp_path, "eval.ks=1,2")
     domains = ["digits", "fashion", "glyphs"]
-    models = ([f"specialist/{d}" for d in domains] + ["baseline/random_init",
+    models = ([f"specialist/{d}" for d in domains] + ["baseline/pretrained",
               "baseline/concat_pca", "baseline/triplet_naive", "baseline/triplet_ds",
-              "baseline/triplet_bal", "universal/rkd", "universal/snd"])
+              "universal/snd"])
     _assert_rows(report["rows"], models, domains, ("domain", "fused"))
     for name in ("recall_curves", "tsne", "pca_spectra", "distance_ratios"):
         png = tmp_path / "diagnostics" / f"{name}.png"
@@ -141,7 +141,7 @@ def test_demo_recipe_full_pipeline_in_smoke_mode(run_recipe, tmp_path):
         assert json.loads((tmp_path / "diagnostics" / f"{name}.json").read_text())
     curves = json.loads((tmp_path / "diagnostics" / "recall_curves.json").read_text())
     assert set(curves["models"]) == {"baseline/triplet_naive", "baseline/triplet_ds",
-                                     "baseline/triplet_bal", "universal/rkd", "universal/snd"}
+                                     "universal/snd"}
     served = _served_embeddings(str(tmp_path / "saved_models" / "universal_snd" / "1"),
                                 str(tmp_path))
     assert served.shape == (2, 128) and np.allclose(np.linalg.norm(served, axis=1), 1, atol=1e-4)

@@ -38,6 +38,7 @@ from tfembed.evaluation.report import format_model_table, write_report
 from tfembed.io import atomic_save
 from tfembed.losses import ArcFaceHead, ProxyNCAHead, get_loss
 from tfembed.models import build_embedder
+from tfembed.models.embedder import freeze_batchnorm_layers
 from tfembed.models.embedder import safe_name
 from tfembed.specialists.runner import train_specialist
 from tfembed.training.builders import (
@@ -140,7 +141,8 @@ def placement(config):
 
 def build_members(config, seed, devices=None, pretrained=None):
     """The L embedders: same pretrained backbone weights, projections initialised per member
-    (model diversity, 003 §4.3); BatchNorm frozen when ``cohort.freeze_batchnorm``. Member l
+    (model diversity, 003 §4.3); BatchNorm frozen when ``cohort.freeze_batchnorm`` or
+    ``model.freeze_batchnorm``. Member l
     is built on ``devices[l]`` so its variables live there. ``pretrained``: an embedder whose
     backbone weights (every layer but the projection) every member starts from."""
     m = config.model
@@ -156,10 +158,8 @@ def build_members(config, seed, devices=None, pretrained=None):
                                     **dict(m.get("backbone_kwargs", {})))
         if pretrained is not None:
             copy_backbone(pretrained, member)
-        if config.cohort.freeze_batchnorm:
-            for layer in member.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False  # Keras runs frozen BN in inference mode
+        if config.cohort.freeze_batchnorm or m.get("freeze_batchnorm", False):
+            freeze_batchnorm_layers(member)
         members.append(member)
     return members
 

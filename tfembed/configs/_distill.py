@@ -2,7 +2,15 @@
 
 import math
 
-from tfembed.configs._base import PAPER_SMOKE, base_config, demo_model
+from tfembed.configs._base import (
+    DEMO_LEARNING_RATE,
+    PAPER_SMOKE,
+    PRETRAINED_DEMO_SMOKE,
+    PRETRAINED_TEACHER_SMOKE,
+    base_config,
+    demo_model,
+    pretrained_demo_model,
+)
 from tfembed.configs._method import as_config
 from tfembed.distill import config as distill_config
 from tfembed.distill.config import DistillMethod, student
@@ -257,24 +265,45 @@ DEMO_DISTILL_SMOKE = {
     "train.steps_per_epoch": 2,
     "eval.max_images_per_split": 120,
     "distill.kd_classifier_epochs": 1,
+    "distill.lambda_search.grid": [1.0],
     "distill.methods": [student("ml"), student("ml", "rel", "at"), student("ml", "rel", "hint")],
     "distill.export": ["ml+rel+at"],
 }
 
 
-def demo_distill_config(domain="digits"):
-    """The shared set-up of the demo distillation recipes (teacher, student, steps)."""
+# Smoke settings of the demos on the pretrained networks (distill_demo, darkrank_demo).
+PRETRAINED_DISTILL_SMOKE = dict(DEMO_DISTILL_SMOKE, **PRETRAINED_DEMO_SMOKE,
+                                **PRETRAINED_TEACHER_SMOKE)
+
+
+def demo_distill_config(domain="digits", pretrained=True):
+    """The shared set-up of the demo distillation recipes (teacher, student, steps).
+
+    ``pretrained``: teacher = the ImageNet-pretrained EfficientNet-Lite0, student = the same
+    pretrained network cut after its stride-16 stage (4.8× fewer parameters; 001's ResNet-101 →
+    ResNet-18 is 3.8×), both 128-d on 64-px crops with BatchNorm frozen, Adam 1e-4
+    (``_base.pretrained_demo_model``). False: the earlier small CNNs from scratch (a full-width
+    teacher, a quarter-width student with 14.6× fewer weights, Adam 1e-3), which the semi-
+    supervised and cross-quality demos still use.
+    """
     c = base_config("distill")
     c.domains = [domain]
-    demo_model(c.teacher, width=1.0)
-    demo_model(c.model, width=0.25)
+    if pretrained:
+        pretrained_demo_model(c.teacher)
+        pretrained_demo_model(c.model, stages=3)
+        c.train.learning_rate = DEMO_LEARNING_RATE
+    else:
+        demo_model(c.teacher, width=1.0)
+        demo_model(c.model, width=0.25)
+        c.train.learning_rate = 1e-3
     c.train.classes_per_batch = 8
     c.train.images_per_class = 4
-    c.train.learning_rate = 1e-3
     c.train.steps = 600
     c.train.steps_per_epoch = 200
     c.eval.batch_size = 512
     c.distill = distill_config.defaults()
+    # The stride-8 and stride-16 stage outputs of both networks (EfficientNet-Lite0:
+    # block4_out, 40 channels, and block10_out, 112 channels; the small CNNs: stage2/3).
     c.distill.hint_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
     c.distill.attention_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
     return c

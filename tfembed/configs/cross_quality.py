@@ -94,7 +94,7 @@ def _demo():
     this recipe), compared with 001 Table 6's ordering (relative ≥ absolute > student, teacher
     above all).
     """
-    c = demo_distill_config()
+    c = demo_distill_config(pretrained=False)
     c.teacher.backbone_kwargs = {"width": 0.5}
     c.model.backbone_kwargs = {"width": 0.5}
     c.distill.cross_quality = "lowres"

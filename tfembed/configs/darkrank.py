@@ -9,7 +9,7 @@ its command, the expected result and its smoke run.
 """
 
 from tfembed.configs._distill import (
-    DEMO_DISTILL_SMOKE as DISTILL_SMOKE,
+    PRETRAINED_DISTILL_SMOKE,
 )
 from tfembed.configs._distill import (
     PAPER_DISTILL_SMOKE,
@@ -85,7 +85,7 @@ def _kd_cub():
                       student("ml", "kd", "darkrank_soft")])
 
 
-_SMOKE_DEMO = dict(DISTILL_SMOKE, **{
+_SMOKE_DEMO = dict(PRETRAINED_DISTILL_SMOKE, **{
     "distill.teacher_train.steps": 2,
     "distill.teacher_train.steps_per_epoch": 2,
     "distill.methods": [student("ml", "darkrank_soft"), student("ml", "kd", "darkrank_hard")],
@@ -96,18 +96,19 @@ _SMOKE_DEMO = dict(DISTILL_SMOKE, **{
 def _demo():
     """Offline DarkRank (paper 004) on the demo digits domain: hard/soft transfer, direct match, KD.
 
-    Teacher and student as in ``distill_demo`` (full-width → quarter-width small CNN, 128-d; the
-    teacher trained exactly as there).
+    Teacher and student as in ``distill_demo``: the ImageNet-pretrained EfficientNet-Lite0 →
+    the same network cut after its stride-16 stage (4.8× fewer parameters), 128-d, 64-px crops,
+    BatchNorm frozen, Adam 1e-4; the teacher trained exactly as there.
     Every student is trained with 004's supervised losses (large-margin softmax ×1, verification
     ×5, triplet ×0.1 with margin 0.9) on batches of 8 (4 classes × 2 images, 004's batch size; soft
-    DarkRank enumerates all 5040 orderings of each query's 7 candidates), 1200 steps, Adam 1e-3:
+    DarkRank enumerates all 5040 orderings of each query's 7 candidates), 1200 steps:
 
     * ``ml`` (student), ``ml+direct`` (direct distance match), ``ml+darkrank_hard``,
       ``ml+darkrank_soft`` (α = β = 3, λ = 2), ``ml+kd`` (Hinton KD, T = 4) and
       ``ml+kd+darkrank_hard``.
 
     Command (offline, 2 CPU cores):
-      tfembed-train --recipe darkrank_demo --workdir runs/darkrank_demo
+      tfembed-train --recipe darkrank_demo --workdir runs/darkrank_demo --set seeds=0,1,2
     Expected result: the table of docs/papers/004_darkrank.md (measured with this recipe):
     Recall@K, NMI and F1 of each student and the teacher, and whether 004's ordering (DarkRank >
     direct match ≈ student) holds at this scale.

@@ -73,7 +73,7 @@ def _demo():
     with this recipe), compared with 001 Table 3's ordering (adding unlabelled data helps; relative
     > absolute).
     """
-    c = demo_distill_config()
+    c = demo_distill_config(pretrained=False)
     c.distill.labelled_fraction = 0.5
     c.distill.methods = list(METHODS)
     return c

@@ -86,7 +86,7 @@ def teacher_defaults():
     ``teachers=``)."""
     return ml_collections.ConfigDict(dict(
         backbone="resnet101", embedding_dim=512, weights="imagenet", image_size=224,
-        resize_size=256, backbone_kwargs={}))
+        resize_size=256, backbone_kwargs={}, freeze_batchnorm=False))
 
 
 def teacher_cache_defaults():

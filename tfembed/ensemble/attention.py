@@ -435,31 +435,33 @@ class MultiHeadEnsemble(_EnsembleModel):
 # ------------------------------------------------------------------------------------- builders
 
 def _base(backbone, num_learners, embedding_dim, input_shape, weights, pooling, backbone_kwargs,
-          resize_size=None):
+          resize_size=None, freeze_batchnorm=False):
     if embedding_dim % num_learners:
         raise ValueError(f"embedding_dim {embedding_dim} is not a multiple of the {num_learners} "
                          "learners (each learner embeds into embedding_dim / M dimensions)")
     return build_embedder(backbone, embedding_dim // num_learners, input_shape=input_shape,
                           weights=weights, pooling=pooling, resize_size=resize_size,
-                          **(backbone_kwargs or {}))
+                          freeze_batchnorm=freeze_batchnorm, **(backbone_kwargs or {}))
 
 
 def build_attention_ensemble(backbone, num_learners=8, embedding_dim=512,
                              input_shape=(224, 224, 3), weights=None, pooling="avg",
-                             backbone_kwargs=None, resize_size=None, **kwargs):
+                             backbone_kwargs=None, resize_size=None, freeze_batchnorm=False,
+                             **kwargs):
     """ABE-M on a registered backbone: ``embedding_dim`` is the ensemble's (D); each learner
-    gets D/M. ``kwargs`` go to :class:`AttentionEnsemble` (branch, attention_blocks, losses)."""
+    gets D/M; ``freeze_batchnorm`` as ``build_embedder``'s (the attention trunk's copies too).
+    ``kwargs`` go to :class:`AttentionEnsemble` (branch, attention_blocks, losses)."""
     base = _base(backbone, num_learners, embedding_dim, input_shape, weights, pooling,
-                 backbone_kwargs, resize_size)
+                 backbone_kwargs, resize_size, freeze_batchnorm)
     return AttentionEnsemble(base, num_learners=num_learners, **kwargs)
 
 
 def build_multihead_ensemble(backbone, num_heads=8, embedding_dim=512, input_shape=(224, 224, 3),
                              weights=None, pooling="avg", backbone_kwargs=None, resize_size=None,
-                             **kwargs):
+                             freeze_batchnorm=False, **kwargs):
     """M-heads on a registered backbone (D/M per head); ``head_init`` defaults to "copy" with
-    pretrained ``weights`` and "fresh" without."""
+    pretrained ``weights`` and "fresh" without; ``freeze_batchnorm`` as ``build_embedder``'s."""
     base = _base(backbone, num_heads, embedding_dim, input_shape, weights, pooling,
-                 backbone_kwargs, resize_size)
+                 backbone_kwargs, resize_size, freeze_batchnorm)
     kwargs.setdefault("head_init", "copy" if weights else "fresh")
     return MultiHeadEnsemble(base, num_heads=num_heads, **kwargs)

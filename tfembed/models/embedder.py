@@ -39,7 +39,8 @@ def _pooling_layer(pooling):
 
 
 def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weights=None,
-                   pooling="avg", name=None, resize_size=None, **kwargs):
+                   pooling="avg", name=None, resize_size=None, freeze_batchnorm=False,
+                   **kwargs):
     """An L2-normalised embedding model on a registered backbone.
 
     Args:
@@ -55,6 +56,11 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
       resize_size: the evaluation resize before the centre crop of ``input_shape[:2]`` (an int
         or ``(height, width)``; default the 256/224 ratio), recorded in the model's config: its
         ``tfembed.data.ImageSpec``, which pipelines, evaluation and export read by default.
+      freeze_batchnorm: every BatchNormalization layer of the backbone frozen: its scale and
+        offset not trained and its statistics not updated, running in inference mode (Keras runs
+        a non-trainable BatchNormalization that way). Common practice when fine-tuning a
+        pretrained network for metric learning on small class-balanced batches (e.g. 003 on
+        CUB and Cars): batch statistics of 32 images of one domain replace the pretrained ones.
       **kwargs: passed to the backbone (``alpha`` for mobilenet, ``width`` for small_cnn, …).
 
     Returns:
@@ -70,7 +76,20 @@ def build_embedder(backbone, embedding_dim=128, input_shape=(224, 224, 3), weigh
     pooled = _pooling_layer(pooling)(features)
     dense = keras.layers.Dense(embedding_dim, dtype="float32", name="embedding_dense")(pooled)
     outputs = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_norm")(dense)
-    return keras.Model(inputs, outputs, name=name or f"embedder_{safe_name(backbone)}")
+    model = keras.Model(inputs, outputs, name=name or f"embedder_{safe_name(backbone)}")
+    if freeze_batchnorm:
+        freeze_batchnorm_layers(model)
+    return model
+
+
+def freeze_batchnorm_layers(model):
+    """Sets every BatchNormalization layer of ``model`` (nested models included) non-trainable,
+    which in Keras 3 also runs it in inference mode (its moving statistics)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        elif isinstance(layer, keras.Model):
+            freeze_batchnorm_layers(layer)
 
 
 def safe_name(backbone):

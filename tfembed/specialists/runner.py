@@ -29,6 +29,7 @@ from tfembed.training.builders import (
     make_optimizer,
     metric_loss,
     train_transform,
+    untrained_baseline,
 )
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.loop import fit_for_steps
@@ -115,8 +116,8 @@ def run_specialists(config, workdir):
         # The same architecture untrained: shows how much of a Recall@K the training earned
         # (on tiny domains nearest neighbours of random conv features are already strong).
         with strategy.scope():
-            untrained = build_model(config.model, name="random_init")
-        rows += evaluate(untrained, domains, name="baseline/random_init", **kw)
+            untrained = build_model(config.model, name="untrained")
+        rows += evaluate(untrained, domains, name=untrained_baseline(config.model), **kw)
     for domain, model in zip(domains, models):
         rows += evaluate(model, domains, name=f"specialist/{domain.name}", **kw)
     write_report(workdir, config.recipe, config.to_dict(), rows)

@@ -33,7 +33,16 @@ def build_model(model_cfg, name=None):
     return build_embedder(model_cfg.backbone, embedding_dim=int(model_cfg.embedding_dim),
                           input_shape=(size, size, 3), weights=weights, name=name,
                           resize_size=model_resize(model_cfg),
+                          freeze_batchnorm=bool(model_cfg.get("freeze_batchnorm", False)),
                           **dict(model_cfg.get("backbone_kwargs", {})))
+
+
+def untrained_baseline(model_cfg):
+    """The report row of ``eval.random_init_baseline``: the recipe's network before training —
+    ``baseline/pretrained`` (its pretrained backbone + an untrained projection) when the ``model``
+    block names weights, else ``baseline/random_init``. Shows how much of a Recall@K the
+    training earned."""
+    return "baseline/pretrained" if model_cfg.get("weights") else "baseline/random_init"
 
 
 def model_resize(model_cfg):

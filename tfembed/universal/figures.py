@@ -21,6 +21,9 @@ from absl import logging
 
 from tfembed.evaluation import diagnostics as diag
 
+# The rows of eval.random_init_baseline (tfembed.training.builders.untrained_baseline).
+UNTRAINED = ("baseline/random_init", "baseline/pretrained")
+
 
 def _curves(histories, domains, k=1):
     curves = {}
@@ -59,9 +62,10 @@ def write_universal_diagnostics(workdir, domains, embedded, histories, config):
         return _queries(embedded, f"specialist/{name}", name)
 
     panels = {}
-    if "baseline/random_init" in embedded:
-        panels["random init"] = {n: _queries(embedded, "baseline/random_init", n)[0]
-                                 for n in names}
+    untrained = [b for b in UNTRAINED if b in embedded]
+    for b in untrained:
+        panels[b.split("/")[1].replace("_", " ")] = {n: _queries(embedded, b, n)[0]
+                                                    for n in names}
     panels["specialists (each on its domain)"] = {n: own_specialist(n)[0] for n in names}
     for model in universal:
         panels[model] = {n: _queries(embedded, model, n)[0] for n in names}
@@ -76,7 +80,7 @@ def write_universal_diagnostics(workdir, domains, embedded, histories, config):
     spectra = {}
     for n in names:
         spectra[n] = {"specialist": diag.pca_spectrum(own_specialist(n)[0])}
-        for model in ["baseline/random_init"] + universal:
+        for model in untrained + universal:
             if model in embedded:
                 spectra[n][model] = diag.pca_spectrum(_queries(embedded, model, n)[0])
     diag.plot_pca_spectra(spectra, os.path.join(out, "pca_spectra.png"))

@@ -49,6 +49,7 @@ from tfembed.training.builders import (
     teacher_cache,
     teacher_cache_view,
     train_transform,
+    untrained_baseline,
 )
 from tfembed.training.callbacks import RecallAtKCallback, SaveStudent
 from tfembed.training.loop import fit_for_steps
@@ -228,7 +229,7 @@ def run_universal(config, workdir):
 
     if config.eval.get("random_init_baseline", False):
         with strategy.scope():
-            evaluate("baseline/random_init", build_model(config.model, name="random_init"))
+            evaluate(untrained_baseline(config.model), build_model(config.model, name="untrained"))
     for domain, model in zip(domains, specialists):
         evaluate(f"specialist/{domain.name}", model)
     for method in methods:
