@@ -169,9 +169,9 @@ def pretrained_demo_model(block, stages=4, embedding_dim=128):
     """Sets a ``model``/``teacher`` block to the demos' ImageNet-pretrained EfficientNet-Lite0
     (converted offline, ``tfembed.models.efficientnet_lite``) on 64-px crops, BatchNorm frozen.
 
-    ``stages=3``: the same pretrained network cut after its stride-16 stage (``block10_out``,
-    4.8× fewer parameters): the compact student where a paper's student is smaller than its
-    teacher. BatchNorm frozen (inference mode, statistics and affine kept): with it unfrozen,
+    ``stages`` < 4: the same pretrained network cut after that stage (``stages=2``: the trunk up
+    to stride 8, ``block4_out``), the compact student where a paper's student is smaller than
+    its teacher. BatchNorm frozen (inference mode, statistics and affine kept): with it unfrozen,
     batches of 32 images of one domain replaced the ImageNet statistics and a 600-step
     fine-tune ended *below* the untrained network on fashion (81.8 vs 91.7 R@1) and at 43.4 on
     digits (87.8 frozen); docs/papers/000_universal.md, "The pretrained demo"."""

@@ -279,33 +279,38 @@ PRETRAINED_DISTILL_SMOKE = dict(DEMO_DISTILL_SMOKE, **PRETRAINED_DEMO_SMOKE,
 def demo_distill_config(domain="digits", pretrained=True):
     """The shared set-up of the demo distillation recipes (teacher, student, steps).
 
-    ``pretrained``: teacher = the ImageNet-pretrained EfficientNet-Lite0, student = the same
-    pretrained network cut after its stride-16 stage (4.8× fewer parameters; 001's ResNet-101 →
-    ResNet-18 is 3.8×), both 128-d on 64-px crops with BatchNorm frozen, Adam 1e-4
-    (``_base.pretrained_demo_model``). False: the earlier small CNNs from scratch (a full-width
-    teacher, a quarter-width student with 14.6× fewer weights, Adam 1e-3), which the semi-
-    supervised and cross-quality demos still use.
+    ``pretrained``: teacher = the ImageNet-pretrained EfficientNet-Lite0, student = its first two
+    stages plus a head (the trunk cut at stride 8, ``block4_out``: 55,504 trainable parameters
+    against 3,371,008, 61× fewer; 001's ResNet-101 → ResNet-18 is 3.8×), both 128-d on 64-px
+    crops with BatchNorm frozen, Adam 1e-4 (``_base.pretrained_demo_model``). Why two stages:
+    trained alone on digits (600 steps, seed 0) the whole network reaches 87.8 R@1, the
+    three-stage cut 93.7 — better than the whole network, so it could not be 001's weaker
+    student — and the two-stage cut 52.8. False: the earlier small CNNs from scratch (a
+    full-width teacher, a quarter-width student with 14.6× fewer weights, Adam 1e-3), which the
+    semi-supervised and cross-quality demos still use.
     """
     c = base_config("distill")
     c.domains = [domain]
     if pretrained:
         pretrained_demo_model(c.teacher)
-        pretrained_demo_model(c.model, stages=3)
+        pretrained_demo_model(c.model, stages=2)
         c.train.learning_rate = DEMO_LEARNING_RATE
+        # The student's two stages against the same stages of the teacher (stride 4 and 8:
+        # block2_out, 24 channels, and block4_out, 40 channels, in both networks).
+        layers = [["stage1", "stage1"], ["stage2", "stage2"]]
     else:
         demo_model(c.teacher, width=1.0)
         demo_model(c.model, width=0.25)
         c.train.learning_rate = 1e-3
+        layers = [["stage2", "stage2"], ["stage3", "stage3"]]
     c.train.classes_per_batch = 8
     c.train.images_per_class = 4
     c.train.steps = 600
     c.train.steps_per_epoch = 200
     c.eval.batch_size = 512
     c.distill = distill_config.defaults()
-    # The stride-8 and stride-16 stage outputs of both networks (EfficientNet-Lite0:
-    # block4_out, 40 channels, and block10_out, 112 channels; the small CNNs: stage2/3).
-    c.distill.hint_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
-    c.distill.attention_layers = [["stage2", "stage2"], ["stage3", "stage3"]]
+    c.distill.hint_layers = [list(pair) for pair in layers]
+    c.distill.attention_layers = [list(pair) for pair in layers]
     return c
 
 

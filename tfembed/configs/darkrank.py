@@ -97,8 +97,8 @@ def _demo():
     """Offline DarkRank (paper 004) on the demo digits domain: hard/soft transfer, direct match, KD.
 
     Teacher and student as in ``distill_demo``: the ImageNet-pretrained EfficientNet-Lite0 →
-    the same network cut after its stride-16 stage (4.8× fewer parameters), 128-d, 64-px crops,
-    BatchNorm frozen, Adam 1e-4; the teacher trained exactly as there.
+    its first two stages plus a head (61× fewer parameters), 128-d, 64-px crops, BatchNorm
+    frozen, Adam 1e-4; the teacher trained exactly as there.
     Every student is trained with 004's supervised losses (large-margin softmax ×1, verification
     ×5, triplet ×0.1 with margin 0.9) on batches of 8 (4 classes × 2 images, 004's batch size; soft
     DarkRank enumerates all 5040 orderings of each query's 7 candidates), 1200 steps:

