@@ -48,9 +48,14 @@ example: tfembed-train --recipe snd_universal_demo --workdir runs/demo"""
 
 _EVAL_ABOUT = """\
 Evaluates trained embedders (.keras files or SavedModel directories) on the test splits of the
-given domains: Recall@K per domain, written to report.json in --workdir and printed.
+given domains: Recall@K per domain, written to report.json in --workdir and printed. UnED
+domains (uned:cars, ..., uned:rp2k, read from --data_dir in UnED's layout) are scored by UnED's
+protocol instead: R@1, mMP@5 and mAP@5 against each domain's own index and against the merged
+index of the UnED domains given (--uned_evaluation test|val).
 
-example: tfembed-eval --model runs/demo/universal/snd/model.keras --domains digits,fashion"""
+example: tfembed-eval --model runs/demo/universal/snd/model.keras --domains digits,fashion
+         tfembed-eval --model model.keras --data_dir /data/uned --domains uned:cars,uned:sop,\
+uned:inshop,uned:inat,uned:met,uned:gldv2,uned:food2k,uned:rp2k"""
 
 _EXPORT_ABOUT = """\
 Exports a trained .keras embedder as a SavedModel for TF Serving, under
@@ -123,6 +128,9 @@ def _define_eval(fv):
     flags.DEFINE_integer("resize_size", 0, "resize before the centre crop (0: the model's "
                          "ImageSpec)", flag_values=fv)
     flags.DEFINE_list("ks", ["1", "2", "4", "8"], "Recall@K values", flag_values=fv)
+    flags.DEFINE_enum("uned_evaluation", "test", ["test", "val"], "UnED domains (uned:<domain>): "
+                      "which evaluation pairs to score (UnED's test or val query/index splits)",
+                      flag_values=fv)
     flags.DEFINE_string("workdir", ".", "where report.json is written", flag_values=fv)
 
 
@@ -141,7 +149,18 @@ def eval_main(argv=None):
     from tfembed.evaluation.report import write_report
     from tfembed.models import load_embedder
 
-    domains = [load_domain(d, data_dir=fv.data_dir or None) for d in fv.domains]
+    from tfembed.data.uned import UNED_EVAL_PAIRS, read_uned_domain
+    from tfembed.evaluation.uned import evaluate_uned
+
+    # UnED domains (uned:<domain>) are scored by UnED's protocol (separate and merged index over
+    # the UnED domains given, R@1 / mMP@5 / mAP@5); only their evaluation splits are read.
+    uned_names = [d[len("uned:"):] for d in fv.domains if d.startswith("uned:")]
+    domains = [load_domain(d, data_dir=fv.data_dir or None) for d in fv.domains
+               if not d.startswith("uned:")]
+    uned = [read_uned_domain(fv.data_dir or os.environ.get("TFEMBED_DATA_DIR") or "data", d,
+                             splits=list(dict.fromkeys(UNED_EVAL_PAIRS.get(d, {}).get(
+                                 fv.uned_evaluation, ()))) or None)
+            for d in uned_names]
     rows = []
     for path in fv.model:
         name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
@@ -154,7 +173,10 @@ def eval_main(argv=None):
             size = ImageSpec(fv.image_size).size if fv.image_size else spec.size
             # The model's recorded resize still holds when the size is its own.
             spec = ImageSpec(size, fv.resize_size or (spec.resize if size == spec.size else None))
-        rows += evaluate(model, domains, ks=tuple(int(k) for k in fv.ks), name=name, spec=spec)
+        if domains:
+            rows += evaluate(model, domains, ks=tuple(int(k) for k in fv.ks), name=name, spec=spec)
+        if uned:
+            rows += evaluate_uned(model, uned, evaluation=fv.uned_evaluation, name=name, spec=spec)
     write_report(fv.workdir, "tfembed-eval", {"models": list(fv.model),
                                               "domains": list(fv.domains)}, rows)
     return 0

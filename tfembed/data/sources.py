@@ -1163,7 +1163,8 @@ _DISK_READERS: Dict[str, Callable[..., Domain]] = {
 
 def available_domains() -> List[str]:
     """Names :func:`load_domain` accepts (plus ``folder:<path>`` and ``tfds:<tfds_name>``)."""
-    return sorted(_DISK_READERS) + list(DEMO_DOMAINS) + ["folder:<path>", "tfds:<tfds_name>"]
+    return sorted(_DISK_READERS) + list(DEMO_DOMAINS) + ["folder:<path>", "tfds:<tfds_name>",
+                                                         "uned:<domain>"]
 
 
 def _tfds_fallback(name: str, data_dir: Optional[PathLike], kwargs: dict):
@@ -1193,7 +1194,8 @@ def load_domain(name: str, data_dir: Optional[PathLike] = None, **kwargs) -> Dom
     found in or under ``data_dir``; for cub/cars/sop/imagenet a tfds-prepared copy in ``data_dir``
     or the default tfds data dir is the fallback), ``folder:<path>`` (``<path>`` relative to
     ``data_dir`` unless absolute), ``tfds:<tfds_name>``, and the demo domains ``digits``,
-    ``fashion``, ``glyphs``. ``data_dir`` defaults to ``$TFEMBED_DATA_DIR``, else ``./data``. ``kwargs`` go to the reader (``verify``,
+    ``fashion``, ``glyphs``, and ``uned:<domain>`` (a UnED domain, ``tfembed.data.uned``).
+    ``data_dir`` defaults to ``$TFEMBED_DATA_DIR``, else ``./data``. ``kwargs`` go to the reader (``verify``,
     ``on_bad_image``, ...).
     """
     if name in DEMO_DOMAINS:
@@ -1202,6 +1204,10 @@ def load_domain(name: str, data_dir: Optional[PathLike] = None, **kwargs) -> Dom
         return read_tfds(name[len("tfds:"):], data_dir=data_dir, **kwargs)
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or "data"
+    if name.startswith("uned:"):
+        from tfembed.data.uned import read_uned_domain  # noqa: PLC0415
+
+        return read_uned_domain(data_dir, name[len("uned:"):], **kwargs)
     if name.startswith("folder:"):
         path = Path(os.path.expanduser(name[len("folder:"):]))
         if not path.is_absolute():

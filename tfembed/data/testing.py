@@ -31,6 +31,7 @@ __all__ = [
     "make_inshop_layout",
     "make_vehicleid_layout",
     "make_imagenet_layout",
+    "make_uned_layout",
 ]
 
 
@@ -434,4 +435,87 @@ def make_imagenet_layout(
         scipy.io.savemat(str(target / "meta.mat"), {"synsets": _imagenet_meta_struct(rows)})
         gt = [str(int(ids[val[n][0]])) for n in sorted(val)]
         (target / "ILSVRC2012_validation_ground_truth.txt").write_text("\n".join(gt) + "\n")
+    return root
+
+
+# Image directories of the UnED domains (the first component of their info files' paths).
+_UNED_IMAGE_DIRS = {"cars": "cars/car_ims", "sop": "sop/bicycle_final",
+                    "inshop": "deepfashion/inshop/img/WOMEN/Dresses", "inat": "inat/iNaturalist/train_val2018/Aves",
+                    "met": "met/MET", "gldv2": "gldv2/images", "food2k": "food2k/Food2k_complete",
+                    "rp2k": "rp2k/all"}
+
+
+def make_uned_layout(
+    root: PathLike,
+    domains: Sequence[str] = ("cars", "sop", "inshop", "inat", "met", "gldv2", "food2k", "rp2k"),
+    train_classes: int = 3,
+    test_classes: int = 3,
+    per_class: int = 3,
+    size: Tuple[int, int] = (40, 32),
+    multi_label: bool = True,
+    corrupt: int = 0,
+    missing: int = 0,
+) -> Path:
+    """UnED in miniature: ``info_files/<domain>/<split>.json`` and ``data/images/<domain dir>/...``.
+
+    Every domain uses class ids from 0 (so domains share label ids, as UnED's do): train classes
+    ``0..train_classes-1`` in ``train`` (and met's ``small_train``), val and test classes after
+    them. Per domain, the splits of ``tfembed.data.uned.UNED_SPLITS``; an index split holds the
+    second half of each test (or val) class's images and its query split the first half. With
+    ``multi_label`` the first test query of gldv2 and met lists two class ids. ``corrupt`` /
+    ``missing``: that many extra listed train images per domain made of random bytes / absent.
+    RP2K file names carry a Chinese character, written under the escaped name the UnED authors'
+    conversion falls back to (``#U4e2d``).
+    """
+    import json  # noqa: PLC0415
+
+    from tfembed.data.uned import UNED_SPLITS  # noqa: PLC0415
+
+    root = Path(root)
+    images = root / "data" / "images"
+    for d in domains:
+        base = _UNED_IMAGE_DIRS[d]
+        splits = UNED_SPLITS[d]
+        val0, test0 = train_classes, train_classes + test_classes
+        classes = {"train": range(train_classes), "small_train": range(train_classes),
+                   "val": range(val0, test0), "test": range(test0, test0 + test_classes)}
+        entries = {s: [] for s in splits}
+
+        def add(split, c, k, tag):
+            name = f"{tag}_{c:03d}_{k}.jpg"
+            if d == "rp2k":
+                stored = f"{base}/{tag}/\u4e2d{c:03d}_{k}.jpg"   # listed with the character
+                disk = f"{base}/{tag}/#U4e2d{c:03d}_{k}.jpg"     # written escaped
+            else:
+                stored = disk = f"{base}/{tag}/{name}"
+            write_image(images / disk, class_image(100 * (d in ("sop", "met")) + c, k, size))
+            entries[split].append({"path": stored, "class_id": int(c)})
+
+        for s in ("train", "small_train"):
+            if s in splits:
+                for c in classes["train"]:
+                    for k in range(per_class):
+                        add(s, c, k, s)
+        for s in ("val", "test"):
+            query, index = {"test": ("test", "index" if "index" in splits else "test"),
+                            "val": ("val", "small_index" if "small_index" in splits else "val")}[s]
+            for c in classes[s]:
+                for k in range(per_class):
+                    if query == index or k < max(1, per_class // 2):
+                        add(query, c, k, query)
+                    else:
+                        add(index, c, k, index)
+        if multi_label and d in ("gldv2", "met") and entries["test"]:
+            first = entries["test"][0]
+            first["class_id"] = [first["class_id"], first["class_id"] + 1]
+        for k in range(corrupt):
+            rel = f"{base}/train/corrupt_{k}.jpg"
+            write_corrupt(images / rel, seed=k)
+            entries["train"].append({"path": rel, "class_id": 0})
+        for k in range(missing):
+            entries["train"].append({"path": f"{base}/train/missing_{k}.jpg", "class_id": 0})
+        info = root / "info_files" / d
+        info.mkdir(parents=True, exist_ok=True)
+        for s, rows in entries.items():
+            (info / f"{s}.json").write_text(json.dumps(rows, ensure_ascii=False))
     return root

@@ -29,6 +29,9 @@ class Split:
       hflip: a mirrored image keeps its class (the augmentation policy of the split's domain,
         copied from :attr:`Domain.hflip`); the training transforms never flip a split where it
         is False, whatever their ``flip`` argument.
+      label_sets: optional ``int64 [N, L]`` every label of each image, −1 padded, for datasets
+        whose evaluation images may belong to several classes (UnED's ``class_id`` lists);
+        ``labels`` then holds each image's first label. None: one label per image.
     """
 
     labels: np.ndarray
@@ -37,9 +40,13 @@ class Split:
     boxes: Optional[np.ndarray] = None
     skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
     hflip: bool = True
+    label_sets: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.label_sets is not None:
+            self.label_sets = np.asarray(self.label_sets, dtype=np.int64).reshape(
+                len(self.labels), -1)
         if (self.paths is None) == (self.images is None):
             raise ValueError("a Split holds either `paths` or `images`, exactly one of them")
         if self.paths is not None:
@@ -61,7 +68,7 @@ class Split:
         pick = lambda a: None if a is None else a[indices]  # noqa: E731
         return Split(labels=self.labels[indices], paths=pick(self.paths),
                      images=pick(self.images), boxes=pick(self.boxes), skipped=list(self.skipped),
-                     hflip=self.hflip)
+                     hflip=self.hflip, label_sets=pick(self.label_sets))
 
 
 @dataclasses.dataclass

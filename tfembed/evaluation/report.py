@@ -5,6 +5,9 @@ A row is one (model, domain, gallery) evaluation::
     {"model": "universal/snd", "domain": "cub", "gallery": "domain" | "fused",
      "recall@1": 0.61, "recall@2": ..., ...}            # fractions, not percent
 
+UnED rows (``tfembed.evaluation.uned``) have gallery ``"uned_separate"`` / ``"uned_merged"`` and
+add ``"mmp@5"`` and ``"map@5"``; they print in a table of their own (``format_uned_table``).
+
 ``format_table`` lays rows out like Table 2 of paper 000: one section per gallery, the models'
 rows one per domain, and after each model an ``average`` row (the mean over its domains). Models
 that cover one domain each and are named ``<family>/<domain>`` (``specialist/cub``,
@@ -23,7 +26,7 @@ import numpy as np
 
 from tfembed.io import atomic_save, atomic_write  # noqa: F401 (atomic_save: its old home)
 
-GALLERIES = ("domain", "fused")
+GALLERIES = ("domain", "fused", "uned_separate", "uned_merged")
 REPORT_FILENAME = "report.json"
 _ROW_KEYS = ("model", "domain", "gallery")
 
@@ -234,7 +237,7 @@ def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bo
 
     ``config`` may be a ConfigDict (anything with ``to_dict``), a dataclass or a dict holding
     tuples, numpy scalars/arrays, paths...; it is converted to plain JSON. Rows must carry
-    ``model``, ``domain`` and ``gallery`` (``"domain"`` or ``"fused"``); recalls are fractions.
+    ``model``, ``domain`` and ``gallery`` (one of ``GALLERIES``); recalls are fractions.
     ``extra``: further top-level keys after ``rows`` (e.g. the distill pipeline's
     ``"selection"``: the cross-validated λ of each student); empty or None adds nothing, and it
     cannot replace ``recipe``, ``config`` or ``rows``.
@@ -263,10 +266,17 @@ def write_report(workdir, recipe: str, config, rows: Sequence[dict], *, echo: bo
     path = os.path.join(os.fspath(workdir), REPORT_FILENAME)
     atomic_write(path, lambda f: f.write(text + "\n"))
     if echo:
-        ks = sorted({int(key.split("@", 1)[1]) for r in clean_rows for key in r
+        uned = [r for r in clean_rows if r["gallery"].startswith("uned_")]
+        other = [r for r in clean_rows if not r["gallery"].startswith("uned_")]
+        ks = sorted({int(key.split("@", 1)[1]) for r in other for key in r
                      if key.startswith("recall@") and key.split("@", 1)[1].isdigit()})
         print(f"recipe {recipe}: {path}")
-        print(format_table(clean_rows, ks or (1, 2, 4, 8)))
+        if other or not uned:
+            print(format_table(other, ks or (1, 2, 4, 8)))
+        if uned:   # UnED's own columns: R@1, mMP@5, mAP@5
+            from tfembed.evaluation.uned import format_uned_table  # noqa: PLC0415
+
+            print(format_uned_table(uned))
     return path
 
 
