@@ -111,3 +111,43 @@ def test_unlabelled_batches_hide_labels_and_cover_the_split(rng):
     assert x.shape[0] == 20  # more than the split: batches run across passes
     with pytest.raises(ValueError, match="empty"):
         pipeline.unlabelled_batches(split.subset([]), 4)
+
+
+def test_teacher_spec_views_cut_each_domains_teacher_view_at_its_own_size(rng):
+    # Three domains: the teacher of domain 0 takes 8 px, domain 1's the student's 16, domain
+    # 2's 24 (DESIGN §7). The teacher view is the same draw of the transform at its own sizes:
+    # under random_resized the same box, so it equals the student's view resized.
+    from tfembed.data.views import TeacherSpecViews
+
+    splits = [_split(rng, boxes=False) for _ in range(3)]
+    specs = [ImageSpec(8, 10), None, ImageSpec(24, 28)]
+    augment = Augment(crop="random_resized", flip=True)
+    ds = pipeline.training_batches(splits, 2, 3, spec=ImageSpec(SIZE, 20), augment=augment,
+                                   view=TeacherSpecViews(specs), seed=2)
+    sizes = {0: 8, 1: SIZE, 2: 24}
+    seen = set()
+    for x, _ in ds.take(10):
+        d = int(x["domain"][0])
+        seen.add(d)
+        assert x["images"].shape[1:3] == (sizes[d], sizes[d])
+        assert x["student_images"].shape[1:3] == (SIZE, SIZE)
+        if d == 1:   # a teacher at the student's sizes sees the student's pixels
+            np.testing.assert_array_equal(x["images"], x["student_images"])
+        else:        # the same box at another resolution
+            down = tf.image.resize(x["images"], (SIZE, SIZE), antialias=True)
+            same = np.abs(down - x["student_images"]).mean()
+            other = np.abs(down - tf.roll(x["student_images"], 1, axis=0)).mean()
+            assert same < 0.5 * other, (d, same, other)
+    assert seen == {0, 1, 2}
+    with pytest.raises(ValueError, match="one teacher spec per domain"):
+        TeacherSpecViews([])
+
+
+def test_teacher_spec_view_of_one_domain_without_a_switch(rng):
+    from tfembed.data.views import TeacherSpecViews
+
+    ds = pipeline.training_batches([_split(rng, boxes=False)], 2, 3, spec=ImageSpec(SIZE, 20),
+                                   view=TeacherSpecViews([ImageSpec(12, 14)]), seed=0)
+    assert ds.element_spec[0]["images"].shape == (6, 12, 12, 3)   # static: no switch_case
+    x, _ = next(iter(ds))
+    assert x["student_images"].shape == (6, SIZE, SIZE, 3)

@@ -133,10 +133,37 @@ def test_lookup_eager_and_in_graph_and_for_a_teacherless_domain(rng):
 def test_cache_validates_its_tables():
     with pytest.raises(ValueError, match="at least one domain"):
         TeacherCache([None], 0)
-    with pytest.raises(ValueError, match="different dimensions"):
-        TeacherCache([np.zeros((2, 1, 3)), np.zeros((2, 1, 4))], 0)
+    # Teachers of different dimensions: zero-padded to the largest (distances unchanged).
+    small = np.arange(6, dtype=np.float32).reshape(2, 1, 3)
+    padded = TeacherCache([small, np.ones((2, 1, 4))], 0)
+    assert padded.dim == 4
+    got = padded.lookup(0, tf.constant([1], tf.int64), tf.constant([0])).numpy()
+    np.testing.assert_array_equal(got, [[3, 4, 5, 0]])
     with pytest.raises(ValueError, match=r"expected \[examples, 2 views"):
         TeacherCache([np.zeros((2, 1, 3))], 2)
+
+
+def test_teachers_at_their_own_sizes_are_cached_at_them(rng, tmp_path):
+    # Specialists at 12 and 20 px beside a 16-px stream (DESIGN §7): each table holds its
+    # teacher's embedding of the (example, view) cut at its own sizes with the stream's seed.
+    from tests.universal.test_distiller import _hetero_teachers
+
+    splits = _domains(rng, 2)
+    teachers = _hetero_teachers()[::2]          # 4-d at 12 px, 16-d at 20 px
+    specs = [ImageSpec.of(t) for t in teachers]
+    cache = TeacherCache.load_or_compute(str(tmp_path / "c"), teachers, splits, 2, batch_size=5,
+                                         teacher_specs=specs, **STREAM)
+    assert cache.dim == 16
+    for d, (teacher, split) in enumerate(zip(teachers, splits)):
+        ds = teacher_view_dataset(split, 2, 5, spec=specs[d], augment=Augment(flip=True),
+                                  seed=STREAM["seed"])
+        want = np.concatenate([teacher(b, training=False).numpy() for b in ds])
+        np.testing.assert_allclose(cache.table(d).reshape(len(want), -1), want, rtol=1e-5,
+                                   atol=1e-6)
+    meta = json.load(open(tmp_path / "c" / "meta.json"))
+    assert [m.get("image_size") for m in meta["domains"]] == [12, 20]
+    # Other sizes are another cache: a stream-sized one does not match it.
+    assert TeacherCache.describe(teachers, splits, 2, **STREAM) != cache.meta
 
 
 def test_save_load_reuse_and_recompute(rng, tmp_path, monkeypatch):

@@ -147,12 +147,71 @@ def test_domain_without_teacher_or_loss_is_an_error():
                            domain_names=["a", "b"])
 
 
-def test_mismatched_teacher_dimension_names_it():
-    teachers = _teachers(2, dim=8) + [build_embedder("small_cnn", 16, (SIZE, SIZE, 3),
-                                                     name="odd", width=0.25)]
-    with pytest.raises(ValueError, match=r"teacher 2 \('glyphs'.*16-d.*8-d"):
-        UniversalDistiller(teachers, _dense_embedder(), "snd",
-                           domain_names=["digits", "fashion", "glyphs"])
+def _hetero_teachers():
+    # Specialists "from three teams": 4/8/16-d at 12/16/20 px (DESIGN §7).
+    return [build_embedder("small_cnn", dim, (size, size, 3), resize_size=size + 4,
+                           name=f"team{d}", width=0.25)
+            for d, (dim, size) in enumerate([(4, 12), (8, 16), (16, 20)])]
+
+
+def _hetero_batches(splits, teachers, seed=0):
+    from tfembed.data.views import TeacherSpecViews
+
+    return training_batches(splits, 2, 4, spec=ImageSpec(SIZE, SIZE), augment=Augment(flip=False),
+                            seed=seed, multi_domain=True,
+                            view=TeacherSpecViews([ImageSpec.of(t) for t in teachers]))
+
+
+def test_teachers_of_other_dimensions_and_sizes_are_padded_and_fed_their_own_images(rng):
+    splits, teachers = _domains(rng), _hetero_teachers()
+    model = UniversalDistiller(teachers, _dense_embedder(), SNDLoss(sigma=0.5))
+    assert model.teacher_dim == 16
+    seen = set()
+    for x, _ in _hetero_batches(splits, teachers).take(12):
+        d = int(x["domain"][0])
+        seen.add(d)
+        size = teachers[d].input_shape[1]
+        assert x["images"].shape[1:3] == (size, size)           # the teacher's own size
+        assert x["student_images"].shape[1:3] == (SIZE, SIZE)   # the student's
+        emb = model.teacher_embeddings(x, tf.constant(d)).numpy()
+        own = teachers[d](x["images"], training=False).numpy()
+        dim = own.shape[1]
+        np.testing.assert_allclose(emb[:, :dim], own, rtol=1e-5, atol=1e-6)
+        assert (emb[:, dim:] == 0).all() and emb.shape[1] == 16
+        # Zero padding keeps every distance, so SND sees the specialist's own geometry.
+        student = model.student(x["student_images"]).numpy()
+        np.testing.assert_allclose(float(snd_loss(emb, student, sigma=0.5)),
+                                   float(snd_loss(own, student, sigma=0.5)), rtol=1e-5)
+    assert seen == {0, 1, 2}
+
+
+def test_heterogeneous_teachers_fit_on_one_and_two_replicas_alike(rng, two_replica_strategy):
+    splits, teachers = _domains(rng), _hetero_teachers()
+    stream = _hetero_batches(splits, teachers)
+    batches = list(stream.take(4))
+    assert len({int(x["domain"][0]) for x, _ in batches}) >= 2   # teachers of several sizes
+    before = [[w.numpy() for w in t.weights] for t in teachers]
+
+    def run(strategy):
+        with strategy.scope():
+            model = UniversalDistiller(teachers, _dense_embedder(seed=3), SNDLoss(sigma=0.5))
+            model.compile(keras.optimizers.SGD(0.5))
+        # The batches' images change size with their domain: a generator keeps them as drawn.
+        ds = tf.data.Dataset.from_generator(lambda: iter(batches),
+                                            output_signature=stream.element_spec)
+        logs = model.fit(ds, epochs=1, verbose=0).history
+        return {k: v[0] for k, v in logs.items()}, [w.numpy() for w in model.student.weights]
+
+    one, two = run(tf.distribute.get_strategy()), run(two_replica_strategy)
+    for key in one[0]:
+        np.testing.assert_allclose(two[0][key], one[0][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for a, b in zip(one[1], two[1]):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    start = _dense_embedder(seed=3).get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(one[1], start))   # the student learned
+    for t, w in zip(teachers, before):                                  # the teachers did not
+        for a, b in zip(t.weights, w):
+            np.testing.assert_array_equal(a.numpy(), b)
 
 
 def test_mixed_domain_batch_is_rejected(rng):

@@ -175,3 +175,26 @@ def test_teacher_cache_mode_typo_fails_before_training(tmp_path):
         cli.train_main(["tfembed-train", "--recipe", "snd_universal_demo", "--workdir",
                         str(tmp_path), "--set", "smoke=true", "--set", "teacher_cache.mode=dsik"])
     assert not os.path.exists(tmp_path / "specialists")
+
+
+@pytest.mark.parametrize("cache", ["off", "memory"])
+def test_demo_distills_specialists_of_other_dimensions_and_sizes(run_recipe, tmp_path, cache):
+    # Specialists "from three teams" (DESIGN §7): 16/32/64-d at 28/36/44 px, none the student's
+    # size. Each is evaluated and distilled at its own size, the concatenation resizes for the
+    # smaller ones, and the student keeps its own.
+    paths = []
+    for i, (dim, size) in enumerate([(16, 28), (32, 36), (64, 44)]):
+        keras.utils.set_random_seed(i)
+        model = build_embedder("small_cnn", dim, (size, size, 3), resize_size=size + 4,
+                               width=0.25)
+        paths.append(str(tmp_path / f"team{i}.keras"))
+        model.save(paths[-1])
+    report = run_recipe("snd_universal_demo", tmp_path / "run", "eval.ks=1",
+                        "teachers=" + ",".join(paths), "universal.methods=concat_pca,snd",
+                        f"teacher_cache.mode={cache}", "teacher_cache.views=1",
+                        "universal.diagnostics=false", "export.enabled=false")
+    domains = ["digits", "fashion", "glyphs"]
+    _assert_rows(report["rows"], [f"specialist/{d}" for d in domains] +
+                 ["baseline/concat_pca", "universal/snd"], domains, ("domain", "fused"))
+    student = keras.models.load_model(tmp_path / "run" / "universal" / "snd" / "model.keras")
+    assert student.output_shape == (None, 128)

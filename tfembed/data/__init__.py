@@ -26,7 +26,7 @@ from tfembed.data.sources import (
 )
 from tfembed.data.transforms import Augment
 from tfembed.data.types import Domain, ImageSpec, Split
-from tfembed.data.views import CohortViews, StudentView, TeacherCacheViews
+from tfembed.data.views import CohortViews, StudentView, TeacherCacheViews, TeacherSpecViews
 
 __all__ = [
     "Domain",
@@ -44,6 +44,7 @@ __all__ = [
     "StudentView",
     "CohortViews",
     "TeacherCacheViews",
+    "TeacherSpecViews",
     "training_batches",
     "eval_dataset",
     "unlabelled_batches",

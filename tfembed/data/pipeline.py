@@ -140,7 +140,8 @@ def batches(splits: Sequence[Split], sampler, *, spec=None, augment: Optional[Au
         row = starts[domain] + index
         source = crop_to_box(raw, boxes[row]) if boxes is not None else raw
         flip = flips[0] if flips_t is None else tf.gather(flips_t, domain)
-        inputs = view(Draw(source, raw, index, number, seed, stream_seed, spec, augment, flip))
+        inputs = view(Draw(source, raw, index, number, seed, stream_seed, spec, augment, flip,
+                           domain))
         if labelled:
             label = tf.gather(labels, row) + offsets_t[domain]
         else:

@@ -10,6 +10,9 @@ image and hands a :class:`Draw` to its view, which returns the element's inputs:
   flip per image, ``{"images": view 0, "views": [L, H, W, 3]}``.
 * :class:`TeacherCacheViews`: inputs a cached teacher can look up (one of ``K`` fixed views per
   example, or the evaluation view), ``{"images", "example", "view"}`` (+ ``"student_images"``).
+* :class:`TeacherSpecViews`: teachers that take other image sizes than the student (specialists
+  from other teams, DESIGN §7): the batch's domain's teacher's view at its own
+  :class:`ImageSpec` and the student's at its own, ``{"images", "student_images"}``.
 
 Every draw is a stateless function of the recipe seed and the element number, so each view keeps
 the stream reproducible and resumable.
@@ -42,11 +45,13 @@ class Draw(NamedTuple):
     spec: ImageSpec
     augment: Augment
     flip: object   # the element's domain's flip: a bool or a scalar bool tensor
+    domain: object = 0
 
-    def transform(self, image, row=0):
+    def transform(self, image, row=0, spec=None):
         """The training transform of ``image`` with the element's seed (``row`` > 0: another,
-        independent draw for the same element)."""
-        return self.augment(image, self.stream_seed + [row, self.number], self.spec, self.flip)
+        independent draw for the same element) at the stream's sizes, or at ``spec``'s."""
+        return self.augment(image, self.stream_seed + [row, self.number],
+                            self.spec if spec is None else spec, self.flip)
 
 
 def single_view(draw: Draw) -> dict:
@@ -108,6 +113,46 @@ class CohortViews:
             return {"images": image}
         extra = [draw.transform(draw.source, v * _COHORT_ROW) for v in range(1, self.count)]
         return {"images": image, "views": tf.stack([image] + extra)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSpecViews:
+    """Each domain's teacher sees the image at its own :class:`ImageSpec`, the student at the
+    stream's (DESIGN §7: specialists trained by other teams at other sizes).
+
+    ``specs``: one ImageSpec (or model) per domain, the teacher's; None for a domain without a
+    teacher. ``{"images"}`` is the teacher's view of the batch's domain, ``"student_images"``
+    the student's. Both are the same draw of the training transform (one seed, one flip), each
+    at its own sizes: under ``crop="random_resized"`` the same box of the source image; under
+    ``"resize_crop"`` each crop is placed uniformly within its own resize, so the two crops
+    cover the image up to the crop jitter (a few pixels) differently. A domain whose teacher
+    takes the student's sizes gets the student's pixels. The elements of a batch must come from
+    one domain (domain-specific or balanced sampling), as the teachers' sizes differ.
+    """
+
+    specs: tuple
+
+    def __post_init__(self):
+        specs = tuple(None if s is None else ImageSpec.of(s) for s in self.specs)
+        if not specs:
+            raise ValueError("TeacherSpecViews needs one teacher spec per domain")
+        object.__setattr__(self, "specs", specs)
+
+    def __call__(self, draw: Draw) -> dict:
+        student = draw.transform(draw.source)
+
+        def view(spec):
+            if spec is None or spec == draw.spec:
+                return lambda: student
+            return lambda: draw.transform(draw.source, spec=spec)
+
+        if len(self.specs) == 1:
+            teacher = view(self.specs[0])()
+        else:
+            # The teachers take different sizes: only the element's domain's view is cut.
+            teacher = tf.switch_case(tf.cast(draw.domain, tf.int32),
+                                     [view(s) for s in self.specs])
+        return {"images": teacher, "student_images": student}
 
 
 def check_teacher_views(teacher_views):

@@ -64,6 +64,16 @@ def teacher_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def _teacher_specs(teacher_specs, spec, num_domains):
+    """Per-domain teacher specs: ``teacher_specs`` (None entries: ``spec``), or ``spec`` for all."""
+    if teacher_specs is None:
+        return [spec] * num_domains
+    teacher_specs = list(teacher_specs)
+    if len(teacher_specs) != num_domains:
+        raise ValueError(f"{len(teacher_specs)} teacher_specs for {num_domains} domains")
+    return [spec if s is None else ImageSpec.of(s) for s in teacher_specs]
+
+
 class TeacherCache:
     """Teacher embeddings per ``(domain, example, view)``, looked up inside the train step.
 
@@ -86,15 +96,14 @@ class TeacherCache:
         present = [t for t in tables if t is not None]
         if not present:
             raise ValueError("a TeacherCache needs at least one domain with a teacher table")
-        dims = {t.shape[-1] for t in present}
         for d, t in enumerate(tables):
             if t is not None and (t.ndim != 3 or t.shape[1] != self.views):
                 raise ValueError(f"table {d} has shape {t.shape}; expected [examples, "
                                  f"{self.views} views, dim]")
-        if len(dims) != 1:
-            raise ValueError(f"the teacher tables have different dimensions {sorted(dims)}; all "
-                             "teachers must output the same dimension")
-        self.dim = dims.pop()
+        # Teachers of different dimensions (DESIGN §7): zero-padded to the largest, which keeps
+        # every distance, as DomainTeachers does for live teachers.
+        self.dim = max(t.shape[-1] for t in present)
+        present = [np.pad(t, ((0, 0), (0, 0), (0, self.dim - t.shape[-1]))) for t in present]
         self.num_domains = len(tables)
         self.domain_names = ([str(n) for n in domain_names] if domain_names else
                              [f"domain{d}" for d in range(self.num_domains)])
@@ -154,9 +163,10 @@ class TeacherCache:
 
     @staticmethod
     def describe(teachers, splits, teacher_views, *, spec=None, augment: Optional[Augment] = None,
-                 seed=0, crop_boxes=False, domain_names=None) -> dict:
+                 seed=0, crop_boxes=False, domain_names=None, teacher_specs=None) -> dict:
         """What a cache of these teachers and splits holds: the ``meta.json`` it must match."""
         spec = ImageSpec.of(spec)
+        own = _teacher_specs(teacher_specs, spec, len(splits))
         augment = Augment() if augment is None else augment
         kw = augment.crop_kwargs
         mode = kw["crop"]
@@ -179,14 +189,18 @@ class TeacherCache:
             "crop_boxes": bool(crop_boxes),
             "domains": [{"name": str(domain_names[d]) if domain_names else f"domain{d}",
                          "examples": len(split),
-                         "teacher": None if t is None else teacher_fingerprint(t)}
+                         "teacher": None if t is None else teacher_fingerprint(t),
+                         # A teacher at its own sizes (DESIGN §7); absent: the stream's.
+                         **({} if own[d] == spec else
+                            {"image_size": _size_meta(own[d].size),
+                             "resize_size": _size_meta(own[d].resize)})}
                         for d, (t, split) in enumerate(zip(teachers, splits))],
         }
 
     @classmethod
     def compute(cls, teachers, splits, teacher_views, *, spec=None,
                 augment: Optional[Augment] = None, seed=0, crop_boxes=False, batch_size=128,
-                domain_names=None, meta=None):
+                domain_names=None, meta=None, teacher_specs=None):
         """Runs every teacher (inference mode) over every ``(example, view)`` of its split.
 
         Args:
@@ -197,12 +211,17 @@ class TeacherCache:
             teacher_views)``; ``augment.flip``: a bool or one per split; a split whose ``hflip``
             is False is never flipped).
           batch_size: teacher batch size.
+          teacher_specs: one :class:`ImageSpec` per domain for teachers that take other sizes
+            than the stream's ``spec`` (None entries, or None: ``spec``). Teacher ``d`` embeds
+            view ``(example, view)`` cut at its own sizes with the seed the stream uses for it.
         """
         if len(teachers) != len(splits):
             raise ValueError(f"{len(teachers)} teachers for {len(splits)} splits")
         augment = Augment() if augment is None else augment
         meta = meta or cls.describe(teachers, splits, teacher_views, spec=spec, augment=augment,
-                                    seed=seed, crop_boxes=crop_boxes, domain_names=domain_names)
+                                    seed=seed, crop_boxes=crop_boxes, domain_names=domain_names,
+                                    teacher_specs=teacher_specs)
+        own = _teacher_specs(teacher_specs, ImageSpec.of(spec), len(splits))
         flips = augment.flips(splits)
         views = max(int(teacher_views), 1)
         tables = []
@@ -210,7 +229,7 @@ class TeacherCache:
             if teacher is None:
                 tables.append(None)
                 continue
-            ds = teacher_view_dataset(split, teacher_views, batch_size, spec=spec,
+            ds = teacher_view_dataset(split, teacher_views, batch_size, spec=own[d],
                                       augment=dataclasses.replace(augment, flip=flips[d]),
                                       seed=seed, crop_boxes=crop_boxes)
             forward = tf.function(lambda x, t=teacher: tf.cast(t(x, training=False), tf.float32))

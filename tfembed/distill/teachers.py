@@ -27,6 +27,7 @@ from typing import Mapping, Optional, Sequence
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from tfembed.distill.cache import TeacherCache
 from tfembed.models.embedder import feature_model, load_embedder
@@ -169,9 +170,16 @@ class DomainTeachers(Teacher):
     Args:
       teachers: indexed by domain id, each what :class:`LiveTeacher` takes, or None for a
         domain without a teacher (its embeddings are zeros; a label loss replaces
-        distillation there). All teachers must output the same dimension (``tf.switch_case``
-        needs one shape; a mismatch is almost always a wrong checkpoint).
+        distillation there).
       domain_names: names used in error messages.
+
+    Specialists from different teams (DESIGN §7) may differ in embedding dimension and input
+    size. Dimensions: every teacher's embedding is zero-padded to the largest (``dim``); a
+    zero-padded vector keeps every distance, and distances are all SND, RKD and the relative
+    teacher compare. Input sizes: each teacher gets ``inputs["images"]`` as the batch carries
+    them, so a stream for teachers of other sizes than the student's cuts each domain's images
+    at its teacher's size (``tfembed.data.TeacherSpecViews``) and the student's apart
+    (``"student_images"``); ``specs`` lists the teachers' :class:`ImageSpec`.
     """
 
     def __init__(self, teachers: Sequence, domain_names: Optional[Sequence[str]] = None):
@@ -182,22 +190,24 @@ class DomainTeachers(Teacher):
         self.domain_names = (list(domain_names) if domain_names
                              else [f"domain{d}" for d in range(self.num_domains)])
         self.teachers = [None if t is None else LiveTeacher(t) for t in teachers]
-        self.dim = self._check_dims()
+        dims = [t.dim for t in self.teachers if t is not None and t.dim]
+        self.dim = max(dims) if dims else None
+        if len(set(dims)) > 1:
+            logging.info("domain teachers of %s-d embeddings: zero-padded to %d-d (distances "
+                         "unchanged)", "/".join(str(t.dim if t else "-") for t in self.teachers),
+                         self.dim)
 
-    def _check_dims(self):
-        known = {d: t.dim for d, t in enumerate(self.teachers) if t is not None and t.dim}
-        if not known:
-            return None
-        values = list(known.values())
-        majority = max(set(values), key=values.count)
-        for d, dim in known.items():
-            if dim != majority:
-                others = ", ".join(f"{self.domain_names[o]}={v}" for o, v in known.items())
-                raise ValueError(
-                    f"teacher {d} ({self.domain_names[d]!r}, {self.teachers[d].source or 'model'})"
-                    f" outputs {dim}-d embeddings but the other teachers output {majority}-d "
-                    f"({others}); all teachers must have the same output dimension")
-        return majority
+    @property
+    def specs(self):
+        """Each domain's teacher's :class:`ImageSpec` (None: no teacher, or none readable)."""
+        from tfembed.data.types import ImageSpec  # noqa: PLC0415
+
+        def spec(t):
+            try:
+                return None if t is None else ImageSpec.of(t.model)
+            except ValueError:
+                return None
+        return [spec(t) for t in self.teachers]
 
     def has_domain(self, domain):
         return self.teachers[domain] is not None
@@ -219,7 +229,13 @@ class DomainTeachers(Teacher):
         def branch(teacher):
             if teacher is None:  # label-loss domain: nothing to distill
                 return lambda: tf.zeros([batch, dim], tf.float32)
-            return lambda: tf.cast(teacher.model(images, training=False), tf.float32)
+
+            def run():
+                emb = tf.cast(teacher.model(images, training=False), tf.float32)
+                if teacher.dim and teacher.dim < dim:   # zero-pad: distances unchanged
+                    emb = tf.pad(emb, [[0, 0], [0, dim - teacher.dim]])
+                return emb
+            return run
 
         return {}, tf.stop_gradient(tf.switch_case(domain, [branch(t) for t in self.teachers]))
 

@@ -51,25 +51,49 @@ def unique_names(models, prefix="specialist"):
     return out
 
 
+def largest_input(specialists: Sequence[keras.Model]) -> int:
+    """Index of the specialist with the largest input (the concatenation's input size)."""
+    shapes = [tuple(s.input_shape[1:3]) for s in specialists]
+    return max(range(len(shapes)), key=lambda i: (shapes[i][0] * shapes[i][1], shapes[i]))
+
+
+def concat_features(specialists: Sequence[keras.Model], name="concat"):
+    """A frozen model ``images -> concat_i f_i(images)``.
+
+    Specialists from different teams may take different sizes (DESIGN §7): the model takes the
+    largest specialist's images and resizes them (bilinear, anti-aliased, as the evaluation
+    transform) for each smaller one.
+    """
+    specialists = unique_names(specialists)
+    shape = tuple(specialists[largest_input(specialists)].input_shape[1:])
+    inputs = keras.Input(shape, name="images")
+    parts = []
+    for s in specialists:
+        own = tuple(s.input_shape[1:])
+        if own[-1] != shape[-1]:
+            raise ValueError(f"specialist {s.name} takes {own[-1]}-channel images, another "
+                             f"takes {shape[-1]}")
+        x = inputs if own == shape else keras.layers.Resizing(
+            own[0], own[1], antialias=True, name=f"resize_{s.name}")(inputs)
+        parts.append(s(x, training=False))
+    x = keras.layers.Concatenate(name="concat")(parts) if len(parts) > 1 else parts[0]
+    return keras.Model(inputs, x, name=name)
+
+
 def concat_pca_embedder(specialists: Sequence[keras.Model], mean, components,
                         name="concat_pca"):
     """A model ``images -> L2norm((concat_i f_i(images) - mean) @ components)``.
 
     Args:
-      specialists: the m specialist embedders (same input shape); they are frozen.
+      specialists: the m specialist embedders, frozen; of other input sizes, each gets the
+        largest one's images resized to its own (:func:`concat_features`).
       mean, components: from :func:`fit_pca` on concatenated training embeddings.
       name: model name.
     """
-    specialists = unique_names(specialists)
-    shape = tuple(specialists[0].input_shape[1:])
-    for s in specialists[1:]:
-        if tuple(s.input_shape[1:]) != shape:
-            raise ValueError(f"specialist {s.name} takes {s.input_shape[1:]} images, "
-                             f"{specialists[0].name} takes {shape}")
+    joint = concat_features(specialists)
     components = np.asarray(components, np.float32)
-    inputs = keras.Input(shape, name="images")
-    parts = [s(inputs, training=False) for s in specialists]
-    x = keras.layers.Concatenate(name="concat")(parts) if len(parts) > 1 else parts[0]
+    inputs = keras.Input(joint.input_shape[1:], name="images")
+    x = joint(inputs, training=False)
     if x.shape[-1] != components.shape[0]:
         raise ValueError(f"PCA was fitted on {components.shape[0]}-d vectors but the specialists "
                          f"concatenate to {x.shape[-1]}-d")

@@ -127,12 +127,12 @@ def teacher_cache_view(config):
     return None if mode == "off" else TeacherCacheViews(int(config.teacher_cache.views))
 
 
-def teacher_cache(config, teachers, splits, names, default_dir):
+def teacher_cache(config, teachers, splits, names, default_dir, teacher_specs=None):
     """The recipe's :class:`TeacherCache` of ``teachers`` on ``splits``, or None (mode off).
 
     The teachers see the training stream's images (``config.model``'s transform, each split's
-    flip policy); ``disk`` reuses a cache under ``teacher_cache.dir`` (default ``default_dir``)
-    that matches.
+    flip policy), at their own sizes where ``teacher_specs`` gives them; ``disk`` reuses a
+    cache under ``teacher_cache.dir`` (default ``default_dir``) that matches.
     """
     view = teacher_cache_view(config)
     if view is None:
@@ -141,8 +141,17 @@ def teacher_cache(config, teachers, splits, names, default_dir):
     directory = None if c.mode == "memory" else (c.dir or default_dir)
     return TeacherCache.load_or_compute(
         directory, teachers, splits, view.count, seed=int(config.seed),
-        batch_size=int(config.eval.batch_size), domain_names=names,
+        batch_size=int(config.eval.batch_size), domain_names=names, teacher_specs=teacher_specs,
         **train_transform(config, splits))
+
+
+def model_spec(model, default: ImageSpec) -> ImageSpec:
+    """The :class:`ImageSpec` a trained or loaded model records, else ``default`` (a model with
+    no static input size, e.g. some SavedModels)."""
+    try:
+        return ImageSpec.of(model)
+    except ValueError:
+        return default
 
 
 def image_spec(model_cfg) -> ImageSpec:

@@ -52,7 +52,10 @@ class UniversalDistiller(Distiller):
     Args:
       teachers: list indexed by domain id; each a ``.keras`` path, a SavedModel directory, a
         ``keras.Model``, or ``None`` for a domain whose ``domain_losses`` entry replaces
-        distillation. All teachers must output the same dimension (checked here). Or a
+        distillation. Teachers may differ in embedding dimension (zero-padded to the largest:
+        distances, which SND and RKD compare, are unchanged) and in input size (DESIGN §7:
+        feed batches from a stream with ``view=tfembed.data.TeacherSpecViews(specs)``, which
+        cuts each domain's images at its teacher's size and the student's apart). Or a
         :class:`TeacherCache` of their embeddings: the step then reads the batch's teacher
         embeddings by ``(example, view)`` instead of running a teacher.
       student: the universal embedder (a ``keras.Model`` mapping images to ``[B, D]``).

@@ -19,12 +19,12 @@ import functools
 import os
 import time
 
-import keras
 import numpy as np
 from absl import logging
 
 from tfembed.configs._method import entries
 from tfembed.data.pipeline import default_label_offsets, training_batches
+from tfembed.data.views import TeacherSpecViews
 from tfembed.evaluation.protocol import (
     embed_domains,
     embed_split,
@@ -34,7 +34,7 @@ from tfembed.evaluation.protocol import (
 from tfembed.evaluation.report import format_paper_table, write_report
 from tfembed.io import atomic_save
 from tfembed.losses import get_loss
-from tfembed.models.concat import concat_pca_embedder, fit_pca, unique_names
+from tfembed.models.concat import concat_features, concat_pca_embedder, fit_pca, largest_input
 from tfembed.specialists.runner import specialists_for
 from tfembed.training.builders import (
     build_model,
@@ -44,6 +44,7 @@ from tfembed.training.builders import (
     export_models,
     image_spec,
     load_domains,
+    model_spec,
     make_optimizer,
     metric_loss,
     teacher_cache,
@@ -155,9 +156,19 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
         raise ValueError("universal.policy 'naive' mixes domains in a batch; a specialist can "
                          "only embed its own domain, so distillation needs ds, bal or weighted")
     teachers = [None if n in domain_losses else t for n, t in zip(names, teachers)]
+    # Specialists from elsewhere may take other image sizes than the student (DESIGN §7): each
+    # then sees its domain's images cut at its own ImageSpec (TeacherSpecViews, or a cache
+    # computed at those sizes); dimensions may differ too (zero-padded by the teachers).
+    spec = image_spec(config.model)
+    specs = [None if t is None else model_spec(t, spec) for t in teachers]
+    own_sizes = any(s is not None and s != spec for s in specs)
     # One cache for every distilled method of the run (same teachers, same stream).
     cache = teacher_cache(config, teachers, [d.train for d in domains], names,
-                          os.path.join(os.path.dirname(run_dir), "teacher_cache"))
+                          os.path.join(os.path.dirname(run_dir), "teacher_cache"),
+                          teacher_specs=specs if own_sizes else None)
+    view = teacher_cache_view(config)
+    if view is None and own_sizes:
+        view = TeacherSpecViews(specs)
     with strategy.scope():
         student = build_model(config.model, name=f"universal_{method}")
         distiller = UniversalDistiller(
@@ -168,7 +179,7 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
     fit_for_steps(distiller, functools.partial(_batches, domains, offsets, config, policy, True,
-                                               view=teacher_cache_view(config)),
+                                               view=view),
                   steps, per_epoch,
                   run_dir, recall, what=f"universal {method} ({policy} sampling)",
                   batch_size=int(config.train.classes_per_batch) *
@@ -179,22 +190,26 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     return student, recall.history
 
 
+def concat_spec(specialists, default):
+    """The concatenation's :class:`ImageSpec`: its largest specialist's."""
+    return model_spec(specialists[largest_input(specialists)], default)
+
+
 def build_concat_pca(specialists, domains, config, strategy):
     """The concatenation baseline, PCA fitted on (a seeded sample of) the training images."""
     m = config.model
     limit = int(config.universal.get("pca_max_images", 0) or 0)
     rng = np.random.default_rng(int(config.seed))
-    # The specialists side by side, without projection: what the PCA is fitted on.
-    inputs = keras.Input(specialists[0].input_shape[1:])
-    parts = [s(inputs, training=False) for s in unique_names(specialists)]
-    joint = keras.Model(inputs, keras.layers.Concatenate()(parts) if len(parts) > 1 else parts[0])
+    # The specialists side by side, without projection: what the PCA is fitted on; at the
+    # largest specialist's sizes when they differ (the smaller ones get it resized).
+    joint = concat_features(specialists)
+    spec = concat_spec(specialists, image_spec(m))
     features = []
     for domain in domains:
         split = domain.train
         if limit and len(split) > limit:
             split = split.subset(np.sort(rng.choice(len(split), limit, replace=False)))
-        emb, _ = embed_split(joint, split, spec=image_spec(m),
-                             batch_size=int(config.eval.batch_size))
+        emb, _ = embed_split(joint, split, spec=spec, batch_size=int(config.eval.batch_size))
         features.append(emb)
     features = np.concatenate(features)
     dim = min(int(m.embedding_dim), features.shape[1], len(features) - 1)
@@ -219,9 +234,11 @@ def run_universal(config, workdir):
     spec = image_spec(config.model)
     rows, embedded, histories, models = [], {}, {}, {}
 
-    def evaluate(name, model):
+    def evaluate(name, model, own_spec=None):
         start = time.time()
-        embedded[name] = embed_domains(model, domains, offsets, spec=spec,
+        # Specialists (and their concatenation) at their own sizes: ones loaded from elsewhere
+        # may take other sizes than the student.
+        embedded[name] = embed_domains(model, domains, offsets, spec=own_spec or spec,
                                        batch_size=int(config.eval.batch_size))
         rows.extend(evaluate_embeddings(name, embedded[name], ks, fused=fused))
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
@@ -231,7 +248,7 @@ def run_universal(config, workdir):
         with strategy.scope():
             evaluate(untrained_baseline(config.model), build_model(config.model, name="untrained"))
     for domain, model in zip(domains, specialists):
-        evaluate(f"specialist/{domain.name}", model)
+        evaluate(f"specialist/{domain.name}", model, own_spec=model_spec(model, spec))
     for method in methods:
         name = method.row
         run_dir = os.path.join(workdir, name)
@@ -246,7 +263,8 @@ def run_universal(config, workdir):
                 method, domains, offsets, specialists, config, run_dir, strategy)
         models[name] = model
         logging.info("built %s in %.1f s", name, time.time() - start)
-        evaluate(name, model)
+        evaluate(name, model, own_spec=(concat_spec(specialists, spec)
+                                        if method.kind == "concat_pca" else None))
     write_report(workdir, config.recipe, config.to_dict(), rows)
     for gallery in ("domain", "fused") if fused else ("domain",):
         print(format_paper_table(rows, gallery, ks=[k for k in ks if k <= 8]))
