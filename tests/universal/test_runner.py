@@ -198,3 +198,14 @@ def test_demo_distills_specialists_of_other_dimensions_and_sizes(run_recipe, tmp
                  ["baseline/concat_pca", "universal/snd"], domains, ("domain", "fused"))
     student = keras.models.load_model(tmp_path / "run" / "universal" / "snd" / "model.keras")
     assert student.output_shape == (None, 128)
+
+
+def test_demo_with_dynamic_domain_sampling_writes_its_history(run_recipe, tmp_path):
+    run_recipe("snd_universal_demo", tmp_path, "eval.ks=1", "universal.methods=snd",
+               "universal.policy=dynamic", "universal.steps=4", "universal.steps_per_epoch=2",
+               "universal.diagnostics=false", "export.enabled=false")
+    log = json.load(open(tmp_path / "universal" / "snd" / "sampling.json"))
+    assert [h["step"] for h in log["history"]] == [0, 2, 4]
+    assert log["initial"] == "balanced" and log["interval"] == 2
+    for h in log["history"]:
+        assert sum(h["weights"]) == pytest.approx(1.0)

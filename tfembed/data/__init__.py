@@ -17,7 +17,7 @@ from tfembed.data.pipeline import (
     training_batches,
     unlabelled_batches,
 )
-from tfembed.data.samplers import ClassBalanced, Pairs, Uniform
+from tfembed.data.samplers import ClassBalanced, Pairs, Scheduled, Uniform
 from tfembed.data.sources import (
     DatasetNotFoundError,
     load_domain,
@@ -39,6 +39,7 @@ __all__ = [
     "batches",
     "ClassBalanced",
     "Pairs",
+    "Scheduled",
     "Uniform",
     "Augment",
     "StudentView",

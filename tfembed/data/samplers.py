@@ -162,7 +162,7 @@ def domain_probabilities(sizes, policy, weights=None):
 def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: int,
                   images_per_class: int, policy: str = "domain_specific",
                   weights: Optional[Sequence[float]] = None, seed: int = 0,
-                  start_step: int = 0) -> tf.data.Dataset:
+                  start_step: int = 0, schedule=None) -> tf.data.Dataset:
     """An endless dataset of batches ``(domain [B] int32, index [B] int64)``, B = c·k.
 
     Args:
@@ -174,6 +174,10 @@ def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: in
       seed: the recipe seed; the stream is a pure function of it.
       start_step: the first batch's number: the stream from ``start_step`` on is exactly the
         tail of the stream from 0 (a resumed run continues where it stopped).
+      schedule: ``(domains, first_step)``: batch ``first_step + i`` comes from domain
+        ``domains[i]`` instead of a drawn one (a dynamic policy decided the domains); the
+        images of a batch are the ones the other policies draw for that step and domain. The
+        stream ends with the schedule.
 
     Returns:
       ``tf.data.Dataset`` of ``(domain, index)`` pairs of shape ``[B]``.
@@ -207,10 +211,17 @@ def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: in
         indexes = [_ClassIndex(l) for l in labels_per_domain]
         logp = tf.constant(np.log(domain_probabilities(
             [len(l) for l in labels_per_domain], policy, weights) + 1e-30), tf.float32)
+        if schedule is not None:
+            domains, first = np.asarray(schedule[0], np.int32).reshape(-1), int(schedule[1])
+            if len(domains) and (domains.min() < 0 or domains.max() >= len(indexes)):
+                raise ValueError(f"schedule names domains outside [0, {len(indexes)})")
+            planned = tf.constant(domains)
 
         def sample(step):
             seeds = tf.random.experimental.stateless_split(base + [0, step], 2)
-            if len(indexes) == 1:
+            if schedule is not None:
+                domain = tf.gather(planned, step - first)
+            elif len(indexes) == 1:
                 domain = tf.constant(0, tf.int32)
             else:
                 domain = tf.cast(tf.random.stateless_categorical(
@@ -221,7 +232,15 @@ def batch_indices(labels_per_domain: Sequence[np.ndarray], classes_per_batch: in
             index.set_shape([c * k])
             return tf.fill([c * k], domain), index
 
-    return tf.data.Dataset.counter(int(start_step)).map(sample)
+    if schedule is not None:
+        first, n = int(schedule[1]), len(schedule[0])
+        if not first <= int(start_step) <= first + n:
+            raise ValueError(f"start_step {start_step} is outside the schedule's steps "
+                             f"[{first}, {first + n}]")
+        steps = tf.data.Dataset.range(int(start_step), first + n)
+    else:
+        steps = tf.data.Dataset.counter(int(start_step))
+    return steps.map(sample)
 
 
 def _as_count(name, value):
@@ -327,6 +346,31 @@ class ClassBalanced:
         return batch_indices(labels_per_domain, int(self.classes_per_batch),
                              int(self.images_per_class), policy=self.policy,
                              weights=self.weights, seed=seed, start_step=start_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduled:
+    """c×k batches from the domains a dynamic policy scheduled: batch ``first_step + i`` from
+    domain ``domains[i]`` (``batch_indices(schedule=...)``), each batch's images drawn as
+    :class:`ClassBalanced` draws them for that step and domain. The stream ends with the
+    schedule; a policy builds the next one (``tfembed.universal.dynamic``)."""
+
+    classes_per_batch: int
+    images_per_class: int
+    domains: tuple
+    first_step: int = 0
+
+    augment_salt = ClassBalanced.augment_salt
+    labelled = True
+
+    @property
+    def batch_size(self):
+        return int(self.classes_per_batch) * int(self.images_per_class)
+
+    def __call__(self, labels_per_domain, seed=0, start_step=0):
+        return batch_indices(labels_per_domain, int(self.classes_per_batch),
+                             int(self.images_per_class), seed=seed, start_step=start_step,
+                             schedule=(self.domains, self.first_step))
 
 
 def _one_domain(sampler, labels_per_domain):

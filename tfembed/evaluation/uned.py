@@ -117,68 +117,90 @@ def uned_knn_metrics(query_emb, query_labels, query_domains, index_emb, index_la
       ``{"recall@1", "mmp@<k>", "map@<k>"}`` as fractions, plus ``"num_queries"`` (those
       averaged) and ``"skipped_queries"`` (n_q = 0).
     """
-    q = np.asarray(query_emb, np.float32)
-    g = np.asarray(index_emb, np.float32)
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"embeddings must be [Q, D] and [N, D], got {q.shape} and {g.shape}")
-    ql, gl = label_matrix(query_labels), label_matrix(index_labels)
-    qd = np.asarray(query_domains, np.int64).reshape(-1)
-    gd = np.asarray(index_domains, np.int64).reshape(-1)
-    if not (len(q) == len(ql) == len(qd)) or not (len(g) == len(gl) == len(gd)):
-        raise ValueError(f"{len(q)} queries with {len(ql)} labels and {len(qd)} domains; "
-                         f"{len(g)} index items with {len(gl)} labels and {len(gd)} domains")
-    if len(g) == 0:
-        raise ValueError("empty index")
-    top_k = int(top_k)
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    offset = 1 if throw_first else 0
-    retrieved = top_k + offset
-    keys, counts = _label_counts(gd, gl)
-    in_index = _num_relevant(qd, ql, keys, counts)      # the reference's num_index_label
-    n_q = in_index - offset
-    kept = n_q > 0
-    denominator = np.minimum(n_q, top_k)
+    index = _Index(index_emb, index_labels, index_domains, top_k)
+    return index.metrics(query_emb, query_labels, query_domains, throw_first, block_size,
+                         memory_budget_bytes)
 
-    k_search = min(retrieved, len(g))
-    chunk = _chunk_size(len(g), k_search)
-    padded = -(-len(g) // chunk) * chunk if chunk else len(g)
-    # Scores are the plain dot product: an extra column, 0 for real items and _PAD_SCORE for the
-    # padding rows of the chunked top-k, against a query column of ones.
-    g_aug = np.zeros((padded, g.shape[1] + 1), np.float32)
-    g_aug[:len(g), :-1] = g
-    g_aug[len(g):, -1] = _PAD_SCORE
-    g_aug = tf.constant(g_aug)
-    if block_size is None:
-        block_size = choose_block_size(padded, memory_budget_bytes, len(q))
-    block_size = max(1, int(block_size))
 
-    sums = np.zeros(3)
-    for start in range(0, len(q), block_size):
-        stop = min(start + block_size, len(q))
-        q_aug = np.ones((stop - start, q.shape[1] + 1), np.float32)
-        q_aug[:, :-1] = q[start:stop]
-        idx = _rank_block(q_aug, g_aug, k_search, chunk)                  # [b, k_search]
-        qlb = ql[start:stop]
-        shared = (qlb[:, None, :, None] == gl[idx][:, :, None, :]) & (qlb[:, None, :, None] >= 0)
-        correct = shared.any(axis=(2, 3)) & (gd[idx] == qd[start:stop, None])
-        if k_search < retrieved:  # an index smaller than k(+1): the missing ranks are misses
-            correct = np.pad(correct, ((0, 0), (0, retrieved - k_search)))
-        # mMP: the first min(k(+1), n_q(+1)) positions, minus the query itself.
-        limit = np.minimum(retrieved, in_index[start:stop])
-        first = np.arange(retrieved)[None, :] < limit[:, None]
-        mp_hits = (correct & first).sum(axis=1) - offset
-        rel = correct[:, offset:]
-        precision = np.cumsum(rel, axis=1) / np.arange(1, top_k + 1)
-        ap = (precision * rel).sum(axis=1)
-        keep = kept[start:stop]
-        den = np.maximum(denominator[start:stop], 1)
-        sums += [rel[keep, 0].sum(), (mp_hits / den)[keep].sum(), (ap / den)[keep].sum()]
-    n = int(kept.sum())
-    means = sums / n if n else np.full(3, np.nan)
-    return {"recall@1": float(means[0]), f"mmp@{top_k}": float(means[1]),
-            f"map@{top_k}": float(means[2]), "num_queries": n,
-            "skipped_queries": int(len(q) - n)}
+class _Index:
+    """An index ready to be searched: its score matrix (once, however many query sets search
+    it: the merged evaluation's eight domains) and its label counts per domain."""
+
+    def __init__(self, index_emb, index_labels, index_domains, top_k):
+        g = np.asarray(index_emb, np.float32)
+        if g.ndim != 2:
+            raise ValueError(f"index embeddings must be [N, D], got {g.shape}")
+        self.labels, self.domains = label_matrix(index_labels), \
+            np.asarray(index_domains, np.int64).reshape(-1)
+        if not len(g) == len(self.labels) == len(self.domains):
+            raise ValueError(f"{len(g)} index items with {len(self.labels)} labels and "
+                             f"{len(self.domains)} domains")
+        if len(g) == 0:
+            raise ValueError("empty index")
+        self.top_k = int(top_k)
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.size, self.dim = g.shape
+        self.keys, self.counts = _label_counts(self.domains, self.labels)
+        # The chunked top-k is exact for any k up to its number of chunks: one chunk size (for
+        # the larger k, top_k + 1) serves queries with and without throw_first.
+        self.chunk = _chunk_size(self.size, min(self.top_k + 1, self.size))
+        padded = -(-self.size // self.chunk) * self.chunk if self.chunk else self.size
+        # Scores are the plain dot product: an extra column, 0 for real items and _PAD_SCORE
+        # for the padding rows of the chunked top-k, against a query column of ones.
+        g_aug = np.zeros((padded, self.dim + 1), np.float32)
+        g_aug[:self.size, :-1] = g
+        g_aug[self.size:, -1] = _PAD_SCORE
+        self.scores = tf.constant(g_aug)
+
+    def metrics(self, query_emb, query_labels, query_domains, throw_first, block_size=None,
+                memory_budget_bytes=DEFAULT_MEMORY_BUDGET_BYTES):
+        q = np.asarray(query_emb, np.float32)
+        ql = label_matrix(query_labels)
+        qd = np.asarray(query_domains, np.int64).reshape(-1)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query embeddings must be [Q, {self.dim}], got {q.shape}")
+        if not len(q) == len(ql) == len(qd):
+            raise ValueError(f"{len(q)} queries with {len(ql)} labels and {len(qd)} domains")
+        top_k, gl, gd = self.top_k, self.labels, self.domains
+        offset = 1 if throw_first else 0
+        retrieved = top_k + offset
+        in_index = _num_relevant(qd, ql, self.keys, self.counts)  # the reference's num_index_label
+        n_q = in_index - offset
+        kept = n_q > 0
+        denominator = np.minimum(n_q, top_k)
+        k_search = min(retrieved, self.size)
+        if block_size is None:
+            block_size = choose_block_size(int(self.scores.shape[0]), memory_budget_bytes, len(q))
+        block_size = max(1, int(block_size))
+        g_aug, chunk = self.scores, self.chunk
+
+        sums = np.zeros(3)
+        for start in range(0, len(q), block_size):
+            stop = min(start + block_size, len(q))
+            q_aug = np.ones((stop - start, q.shape[1] + 1), np.float32)
+            q_aug[:, :-1] = q[start:stop]
+            idx = _rank_block(q_aug, g_aug, k_search, chunk)                  # [b, k_search]
+            qlb = ql[start:stop]
+            shared = (qlb[:, None, :, None] == gl[idx][:, :, None, :]) & (qlb[:, None, :, None] >= 0)
+            correct = shared.any(axis=(2, 3)) & (gd[idx] == qd[start:stop, None])
+            if k_search < retrieved:  # an index smaller than k(+1): the missing ranks are misses
+                correct = np.pad(correct, ((0, 0), (0, retrieved - k_search)))
+            # mMP: the first min(k(+1), n_q(+1)) positions, minus the query itself.
+            limit = np.minimum(retrieved, in_index[start:stop])
+            first = np.arange(retrieved)[None, :] < limit[:, None]
+            mp_hits = (correct & first).sum(axis=1) - offset
+            rel = correct[:, offset:]
+            precision = np.cumsum(rel, axis=1) / np.arange(1, top_k + 1)
+            ap = (precision * rel).sum(axis=1)
+            keep = kept[start:stop]
+            den = np.maximum(denominator[start:stop], 1)
+            sums += [rel[keep, 0].sum(), (mp_hits / den)[keep].sum(), (ap / den)[keep].sum()]
+        n = int(kept.sum())
+        means = sums / n if n else np.full(3, np.nan)
+        return {"recall@1": float(means[0]), f"mmp@{top_k}": float(means[1]),
+                f"map@{top_k}": float(means[2]), "num_queries": n,
+                "skipped_queries": int(len(q) - n)}
 
 
 def uned_evaluate(embedded: Mapping[str, Mapping[str, tuple]], *, evaluation: str = "test",
@@ -229,11 +251,12 @@ def uned_evaluate(embedded: Mapping[str, Mapping[str, tuple]], *, evaluation: st
     if "merged" in modes and parts:
         width = max(p[4].shape[1] for p in parts.values())
         pad = lambda m: np.pad(m, ((0, 0), (0, width - m.shape[1])), constant_values=_NO_LABEL)  # noqa: E731
-        index = (np.concatenate([p[3] for p in parts.values()]),
-                 np.concatenate([pad(p[4]) for p in parts.values()]),
-                 np.concatenate([p[5] for p in parts.values()]))
-        out["merged"] = {d: uned_knn_metrics(p[0], p[1], p[2], *index, throw_first=p[6],
-                                             top_k=top_k, memory_budget_bytes=memory_budget_bytes)
+        # One index (scores and label counts built once) for the eight query sets.
+        index = _Index(np.concatenate([p[3] for p in parts.values()]),
+                       np.concatenate([pad(p[4]) for p in parts.values()]),
+                       np.concatenate([p[5] for p in parts.values()]), top_k)
+        out["merged"] = {d: index.metrics(p[0], p[1], p[2], p[6],
+                                          memory_budget_bytes=memory_budget_bytes)
                          for d, p in parts.items()}
     for results in out.values():
         if results:

@@ -48,6 +48,10 @@ def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback,
         model itself; distillers pass one that saves only the student).
       checkpoint_every: steps between training-state checkpoints (default: once per epoch).
 
+    A ``data`` callable with a ``dynamic`` attribute (``tfembed.universal.dynamic``: its
+    domains decided from the losses as training goes) is called once per epoch, after the
+    policy's update, and its callback runs before the training state's.
+
     A rerun of the same command restores ``backup/`` and continues from its step, mid-epoch if
     need be; a finished run is not trained again. Raises ``NonFiniteLossError`` on a NaN/Inf
     loss and ``TrainingPreempted`` after checkpointing on SIGTERM (see
@@ -67,15 +71,23 @@ def fit_for_steps(model, data, steps, steps_per_epoch, run_dir, recall_callback,
         logging.info("%s: already trained (%d steps, state in %s)", what, total, state.directory)
         return
     make = data if callable(data) else (lambda start_step: data.skip(start_step))
+    dynamic = getattr(data, "dynamic", None)
     fit_under_multi_worker(model)   # Keras 3's fit fails there otherwise (keras#20585)
     callbacks = [state] + standard_callbacks(run_dir, recall_callback, checkpoint)
+    if dynamic is not None:
+        if dynamic.interval != steps_per_epoch:
+            raise ValueError(f"dynamic sampling updates every {dynamic.interval} steps; the run's "
+                             f"epochs have {steps_per_epoch}: they must be equal")
+        dynamic.resume_at(start)
+        callbacks.insert(0, dynamic.callback(model, state))
     logging.info("training %s: %d steps of %d images%s", what, total, batch_size,
                  f" (resuming at step {start})" if start else "")
     with sigterm_checkpoints(state):
         while state.step < total:
             epoch, done = divmod(state.step, steps_per_epoch)
             # A resumed run first finishes its interrupted epoch, then runs whole epochs.
-            end = epoch + 1 if done else epochs
+            # (A dynamic stream is rebuilt after every epoch, from the updated policy.)
+            end = epoch + 1 if done or dynamic is not None else epochs
             expected = state.step + (end - epoch) * steps_per_epoch - done
             # shuffle=False: the stream is already sampled (Keras ignores shuffle for a
             # tf.data.Dataset, and warns when it is left at its default True).

@@ -104,7 +104,9 @@ def defaults():
     """The ``universal`` block (pipeline "universal", paper 000); see tfembed/universal/runner.py.
 
     steps / steps_per_epoch / learning_rate: 0 means "as in ``train``" (the specialists' setting).
-    policy: sampling of the distillation batches: ds (domain-specific, the paper's), bal, weighted.
+    policy: sampling of the distillation batches: ds (domain-specific, the paper's), bal, weighted,
+      or dynamic (UDON's: weights ∝ each domain's loss over the last epoch; dynamic.initial:
+      "balanced" as UDON starts, or "size" as ds; tfembed/universal/dynamic.py).
     weights: per-domain weights of the ``weighted`` policy (and of ``*_weighted`` baselines).
     snd: sigma (teacher kernel width), student_sigma (0: same as sigma), perplexity (0: fixed
       sigma; > 0: per-row sigma calibrated to this perplexity). rkd: RKD-DA weights (1:2).
@@ -121,7 +123,7 @@ def defaults():
         methods=[concat_pca(), fused("triplet", "naive"), fused("triplet", "ds"),
                  fused("triplet", "bal"), distilled("rkd"), distilled("snd")],
         steps=0, steps_per_epoch=0, learning_rate=0.0,
-        policy="ds", weights=[],
+        policy="ds", weights=[], dynamic=dict(initial="balanced"),
         snd=dict(sigma=SND_SIGMA, student_sigma=0.0, perplexity=0.0),
         rkd=dict(distance_weight=1.0, angle_weight=2.0, delta=1.0),
         domain_losses={}, domain_loss_kwargs={"margin": 0.2},

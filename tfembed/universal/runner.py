@@ -57,6 +57,7 @@ from tfembed.training.loop import fit_for_steps
 from tfembed.training.strategy import get_strategy
 from tfembed.universal.config import DISTILL_LOSSES, POLICY_ALIASES, UniversalMethod
 from tfembed.universal.distiller import UniversalDistiller
+from tfembed.universal.dynamic import DynamicDomainSampling, DynamicStream
 
 
 def fused_loss(method, config):
@@ -154,7 +155,8 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     policy = POLICY_ALIASES.get(u.policy, u.policy)
     if policy == "naive":
         raise ValueError("universal.policy 'naive' mixes domains in a batch; a specialist can "
-                         "only embed its own domain, so distillation needs ds, bal or weighted")
+                         "only embed its own domain, so distillation needs ds, bal, weighted "
+                         "or dynamic")
     teachers = [None if n in domain_losses else t for n, t in zip(names, teachers)]
     # Specialists from elsewhere may take other image sizes than the student (DESIGN §7): each
     # then sees its domain's images cut at its own ImageSpec (TeacherSpecViews, or a cache
@@ -178,8 +180,18 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
         distiller.compile(optimizer=_optimizer(config), **compile_kwargs(config))
     steps, per_epoch = _steps(config)
     recall = _recall_callback(domains, offsets, config)
-    fit_for_steps(distiller, functools.partial(_batches, domains, offsets, config, policy, True,
-                                               view=view),
+    if policy == "dynamic":
+        t = config.train
+        data = DynamicStream(
+            DynamicDomainSampling([len(d.train) for d in domains], per_epoch, int(config.seed),
+                                  initial=str(u.get("dynamic", {}).get("initial", "balanced")),
+                                  path=os.path.join(run_dir, "sampling.json")),
+            [d.train for d in domains], int(t.classes_per_batch), int(t.images_per_class),
+            label_offsets=offsets, seed=int(config.seed), multi_domain=True, view=view,
+            **train_transform(config, domains))
+    else:
+        data = functools.partial(_batches, domains, offsets, config, policy, True, view=view)
+    fit_for_steps(distiller, data,
                   steps, per_epoch,
                   run_dir, recall, what=f"universal {method} ({policy} sampling)",
                   batch_size=int(config.train.classes_per_batch) *
