@@ -125,3 +125,19 @@ def test_build_under_policy_restores_the_global_policy_and_keeps_float32_embeddi
     out = model(pixels, training=False)
     assert out.dtype == tf.float32
     np.testing.assert_allclose(np.linalg.norm(out.numpy(), axis=1), 1.0, atol=1e-3)
+
+
+def test_uned_benchmark_data_has_uneds_split_structure():
+    from uned_eval import synthetic
+
+    from tfembed.data.uned import UNED_DOMAINS, UNED_EVAL_PAIRS
+
+    data = synthetic(4000, 800, 8, np.random.default_rng(0))
+    assert list(data) == list(UNED_DOMAINS)
+    index = sum(len(data[d][UNED_EVAL_PAIRS[d]["test"][1]][0]) for d in UNED_DOMAINS)
+    queries = sum(len(data[d][UNED_EVAL_PAIRS[d]["test"][0]][0]) for d in UNED_DOMAINS)
+    assert abs(index - 4000) < 8 and queries == 800
+    assert set(data["gldv2"]) == {"test", "index"} and set(data["cars"]) == {"test"}
+    assert isinstance(data["met"]["test"][1][0], list)   # a multi-label query
+    emb = data["sop"]["test"][0]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
