@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import SMALL_CNN
 from tfembed import cli
 from tfembed.models import build_embedder
 from tfembed.universal.config import UniversalMethod
@@ -189,7 +190,8 @@ def test_demo_distills_specialists_of_other_dimensions_and_sizes(run_recipe, tmp
                                width=0.25)
         paths.append(str(tmp_path / f"team{i}.keras"))
         model.save(paths[-1])
-    report = run_recipe("snd_universal_demo", tmp_path / "run", "eval.ks=1",
+    # The student on the small CNN (the machinery is under test, not the pretrained network).
+    report = run_recipe("snd_universal_demo", tmp_path / "run", "eval.ks=1", *SMALL_CNN,
                         "teachers=" + ",".join(paths), "universal.methods=concat_pca,snd",
                         f"teacher_cache.mode={cache}", "teacher_cache.views=1",
                         "universal.diagnostics=false", "export.enabled=false")
@@ -201,7 +203,7 @@ def test_demo_distills_specialists_of_other_dimensions_and_sizes(run_recipe, tmp
 
 
 def test_demo_with_dynamic_domain_sampling_writes_its_history(run_recipe, tmp_path):
-    run_recipe("snd_universal_demo", tmp_path, "eval.ks=1", "universal.methods=snd",
+    run_recipe("snd_universal_demo", tmp_path, "eval.ks=1", *SMALL_CNN, "universal.methods=snd",
                "universal.policy=dynamic", "universal.steps=4", "universal.steps_per_epoch=2",
                "universal.diagnostics=false", "export.enabled=false")
     log = json.load(open(tmp_path / "universal" / "snd" / "sampling.json"))
