@@ -151,3 +151,16 @@ def test_teacher_spec_view_of_one_domain_without_a_switch(rng):
     assert ds.element_spec[0]["images"].shape == (6, 12, 12, 3)   # static: no switch_case
     x, _ = next(iter(ds))
     assert x["student_images"].shape == (6, SIZE, SIZE, 3)
+
+
+def test_a_teacher_spec_differing_only_in_normalisation_gets_the_students_pixels(rng):
+    # A trained specialist records its Preprocess mode; the pixels it takes are the student's.
+    from tfembed.data.views import TeacherSpecViews
+
+    assert ImageSpec(12, 14, normalisation="torch").same_sizes(ImageSpec(12, 14))
+    assert not ImageSpec(12, 14).same_sizes(ImageSpec(12, 16))
+    ds = pipeline.training_batches([_split(rng, boxes=False)], 2, 3, spec=ImageSpec(SIZE, 20),
+                                   view=TeacherSpecViews([ImageSpec(SIZE, 20, normalisation="x")]),
+                                   seed=0)
+    x, _ = next(iter(ds))
+    np.testing.assert_array_equal(x["images"], x["student_images"])

@@ -194,6 +194,11 @@ class ImageSpec:
         return cls(size=shape[1:3], resize=getattr(preprocess, "resize_size", None),
                    channels=shape[3] or 3, normalisation=getattr(preprocess, "mode", None))
 
+    def same_sizes(self, other: Optional["ImageSpec"]) -> bool:
+        """Whether ``other`` cuts the same pixels (crop and resize; the normalisation is the
+        model's own business, inside it)."""
+        return other is not None and (self.size, self.resize) == (other.size, other.resize)
+
     def sizes(self, image_size=None, resize_size=None):
         """``(image_size, resize_size)`` of this spec; an explicit size must agree with it."""
         for given, own, what in ((image_size, self.size, "image_size"),

@@ -191,7 +191,7 @@ class TeacherCache:
                          "examples": len(split),
                          "teacher": None if t is None else teacher_fingerprint(t),
                          # A teacher at its own sizes (DESIGN §7); absent: the stream's.
-                         **({} if own[d] == spec else
+                         **({} if own[d].same_sizes(spec) else
                             {"image_size": _size_meta(own[d].size),
                              "resize_size": _size_meta(own[d].resize)})}
                         for d, (t, split) in enumerate(zip(teachers, splits))],

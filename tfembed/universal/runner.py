@@ -163,7 +163,7 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
     # computed at those sizes); dimensions may differ too (zero-padded by the teachers).
     spec = image_spec(config.model)
     specs = [None if t is None else model_spec(t, spec) for t in teachers]
-    own_sizes = any(s is not None and s != spec for s in specs)
+    own_sizes = any(s is not None and not s.same_sizes(spec) for s in specs)
     # One cache for every distilled method of the run (same teachers, same stream).
     cache = teacher_cache(config, teachers, [d.train for d in domains], names,
                           os.path.join(os.path.dirname(run_dir), "teacher_cache"),
