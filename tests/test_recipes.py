@@ -103,11 +103,17 @@ def test_paper_specialist_recipes_in_smoke_mode(recipe, paper_data_dir, run_reci
 
 def test_a_short_recipe_run_learns(run_recipe, tmp_path):
     """The smoke runs above check that every recipe runs; this one checks that training through
-    the recipe path learns: 60 steps of the demo specialist (the pretrained EfficientNet-Lite0)
-    on digits against the same network before training (both evaluated by the pipeline on the
-    same 150 test images; on digits ImageNet features are weak, R@1 ≈ 0.25 on the full set)."""
+    the recipe path learns: 100 steps of the demo specialist (the pretrained EfficientNet-Lite0
+    at the smoke runs' 32 px) on digits against the same network before training (both evaluated
+    by the pipeline on the same 300 test images; on digits ImageNet features are weak).
+
+    Measured on an AMD EPYC (2 cores), R@1 before → after, seeds 0 / 1 / 2: 0.10 → 0.30,
+    0.14 → 0.32, 0.11 → 0.23 at 100 steps; at the 60 steps this test used before, 0.10 → 0.19,
+    0.14 → 0.23, 0.11 → 0.16 on that machine — a gain at the 0.10 margin's edge, which passed on
+    the Xeon it was written on and failed there."""
     report = run_recipe("universal:demo", tmp_path, "pipeline=specialists", "domains=digits",
-                        "train.steps=60", "train.steps_per_epoch=60", "export.enabled=false",
-                        "eval.random_init_baseline=true", "eval.ks=1")
+                        "train.steps=100", "train.steps_per_epoch=100", "export.enabled=false",
+                        "eval.random_init_baseline=true", "eval.ks=1",
+                        "eval.max_images_per_split=300")
     r1 = {r["model"]: r["recall@1"] for r in report["rows"] if r["gallery"] == "domain"}
     assert r1["specialist/digits"] > r1["baseline/pretrained"] + 0.1, r1
