@@ -117,3 +117,51 @@ def test_a_short_recipe_run_learns(run_recipe, tmp_path):
                         "eval.max_images_per_split=300")
     r1 = {r["model"]: r["recall@1"] for r in report["rows"] if r["gallery"] == "domain"}
     assert r1["specialist/digits"] > r1["baseline/pretrained"] + 0.1, r1
+
+
+@pytest.fixture(scope="module")
+def uned_dir(tmp_path_factory):
+    from tfembed.data.testing import make_uned_layout
+
+    root = tmp_path_factory.mktemp("uned")
+    make_uned_layout(root, train_classes=3, test_classes=3, per_class=4)
+    return root
+
+
+def _uned_rows(report, model):
+    return {(r["gallery"], r["domain"]): r for r in report["rows"] if r["model"] == model}
+
+
+def test_snd_uned_in_smoke_mode_reports_uneds_protocol(uned_dir, run_recipe, tmp_path):
+    """Specialists, SND student and export on three UnED domains (test → test, test → index,
+    and met's pairs), scored by UnED's separate and merged index instead of 000's galleries."""
+    report = run_recipe("snd_uned", tmp_path, f"data_dir={uned_dir}",
+                        "domains=uned:cars,uned:inshop,uned:met")
+    for model in ("specialist/cars", "specialist/inshop", "specialist/met", "universal/snd"):
+        rows = _uned_rows(report, model)
+        assert set(rows) == {(g, d) for g in ("uned_separate", "uned_merged")
+                             for d in ("cars", "inshop", "met")}, model
+        for row in rows.values():
+            assert 0.0 <= row["recall@1"] <= 1.0 and 0.0 <= row["mmp@5"] <= 1.0
+    assert not [r for r in report["rows"] if r["gallery"] in ("domain", "fused")]
+    assert os.path.isfile(tmp_path / "saved_models" / "universal_snd" / "1" / "saved_model.pb")
+
+
+def test_uned_specialist_then_evaluation_only_recipe(uned_dir, run_recipe, tmp_path):
+    """A UnED specialist (watched on its val pair every epoch), then ``uned_eval`` on its file:
+    the evaluation-only recipe reproduces the training run's UnED rows."""
+    trained = run_recipe("specialist_uned_met", tmp_path / "train", f"data_dir={uned_dir}",
+                         "eval.every_n_epochs=1", "export.enabled=false")
+    model = tmp_path / "train" / "specialists" / "met" / "model.keras"
+    scored = run_recipe("uned_eval", tmp_path / "eval", f"data_dir={uned_dir}",
+                        "domains=uned:met", f"models={model}")
+    a, b = _uned_rows(trained, "specialist/met"), _uned_rows(scored, "met")
+    assert set(a) == set(b) and a
+    for key in a:
+        for metric in ("recall@1", "mmp@5", "map@5"):
+            assert b[key][metric] == pytest.approx(a[key][metric]), (key, metric)
+    with pytest.raises(ValueError, match="models="):
+        from tfembed import recipes as r
+        from tfembed.evaluation.runner import run_evaluate
+
+        run_evaluate(r.resolve("uned_eval", [f"data_dir={uned_dir}"]), str(tmp_path / "none"))

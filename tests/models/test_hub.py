@@ -179,6 +179,86 @@ def test_hub_vit_uses_the_class_token(tmp_path):
     np.testing.assert_allclose(np.asarray(pooled), np.asarray(tokens)[:, 0], atol=1e-5)
 
 
+# CLIP / SigLIP: dual-tower presets, of which the embedder takes the image tower only. A text
+# vocabulary of 97 tokens gives the text tower a weight shape the image tower cannot have.
+_TEXT_VOCAB = 97
+
+
+def _tiny_dual_tower(directory, kind):
+    keras.utils.set_random_seed(0)
+    tower = dict(patch_size=8, hidden_dim=16, num_layers=1, num_heads=2, intermediate_dim=32,
+                 image_shape=(32, 32, 3))
+    text = dict(vocabulary_size=_TEXT_VOCAB, embedding_dim=16, hidden_dim=16, num_layers=1,
+                num_heads=2, intermediate_dim=32, max_sequence_length=8)
+    if kind == "clip":
+        backbone = keras_hub.models.CLIPBackbone(
+            keras_hub.models.CLIPVisionEncoder(**tower),
+            keras_hub.models.CLIPTextEncoder(**text), projection_dim=8)
+        converter = keras_hub.layers.CLIPImageConverter
+    else:
+        backbone = keras_hub.models.SigLIPBackbone(
+            keras_hub.models.SigLIPVisionEncoder(**tower),
+            keras_hub.models.SigLIPTextEncoder(**text))
+        converter = keras_hub.layers.SigLIPImageConverter
+    backbone.save_to_preset(str(directory))
+    converter(image_size=(32, 32), scale=[0.01, 0.02, 0.03],
+              offset=[-1.0, 0.5, 0.0]).save_to_preset(str(directory))
+    return backbone
+
+
+def _image_feature(backbone, normalised):
+    """The image feature the preset's own model computes before its projection / head."""
+    if isinstance(backbone, keras_hub.models.CLIPBackbone):
+        # CLIPBackbone.get_vision_embeddings: vision_pooler (the class token) of the encoder's
+        # layer-normed sequence, then vision_projection, which is not part of the image tower.
+        return backbone.vision_pooler(backbone.vision_encoder({"images": normalised}))
+    # SigLIPBackbone.get_vision_embeddings is the vision encoder's output: already pooled by
+    # its attention-pooling head.
+    return backbone.get_vision_embeddings(normalised)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hub_dual_tower_uses_the_image_feature(tmp_path, kind):
+    backbone = _tiny_dual_tower(tmp_path / f"tiny_{kind}", kind)
+    embedder = build_embedder(f"hub:{tmp_path / f'tiny_{kind}'}", 8, (32, 32, 3),
+                              weights="imagenet")
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    normalised = pixels * np.float32([0.01, 0.02, 0.03]) + np.float32([-1.0, 0.5, 0.0])
+    expected = np.asarray(_image_feature(backbone, normalised))
+    assert expected.shape == (2, 16)
+    pooled = keras.Model(embedder.inputs, embedder.get_layer("global_pool").output)(pixels)
+    np.testing.assert_allclose(np.asarray(pooled), expected, atol=1e-5)
+    # The image tower only: its weights exactly, nothing of the text tower or the projection.
+    nested = embedder.get_layer(f"hub_tiny_{kind}")
+    assert nested.count_params() == backbone.vision_encoder.count_params()
+    def text_weights(weights):
+        return [w.path for w in weights
+                if _TEXT_VOCAB in tuple(w.shape) or "token_embedding" in w.path]
+
+    assert text_weights(backbone.weights)   # the check would see the text tower
+    assert not text_weights(embedder.weights)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hub_dual_tower_refuses_another_image_size(tmp_path, kind):
+    _tiny_dual_tower(tmp_path / f"tiny_{kind}", kind)
+    with pytest.raises(ValueError, match=r"image tower takes \(32, 32\) images.*image_size to 32"):
+        build_embedder(f"hub:{tmp_path / f'tiny_{kind}'}", 8, (48, 48, 3), weights="imagenet")
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hub_dual_tower_keras_round_trip(tmp_path, kind):
+    _tiny_dual_tower(tmp_path / f"tiny_{kind}", kind)
+    embedder = build_embedder(f"hub:{tmp_path / f'tiny_{kind}'}", 8, (32, 32, 3),
+                              weights="imagenet")
+    path = str(tmp_path / f"{kind}.keras")
+    embedder.save(path)
+    loaded = load_embedder(path)
+    pixels = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(pixels)), np.asarray(embedder(pixels)),
+                               atol=1e-6)
+
+
 def test_preprocess_affine_serialises():
     layer = Preprocess("affine", scale=[1.0, 2.0, 3.0], offset=0.5)
     clone = Preprocess.from_config(layer.get_config())

@@ -56,6 +56,8 @@ PIPELINE_BLOCKS = {
     "distill": _distill_blocks,
     "ensemble": lambda: [("ensemble", ensemble_config.defaults())],
     "cohort": lambda: [("cohort", cohort_config.defaults())],
+    # Evaluation only: the trained models to score (.keras / SavedModel) and their report names.
+    "evaluate": lambda: [("models", []), ("model_names", [])],
 }
 
 
@@ -117,9 +119,11 @@ def base_config(pipeline="specialists"):
         global_batch=True,
         # Steps between resumable training-state checkpoints (0: once per epoch).
         checkpoint_every=0))
+    # uned_evaluation: which of UnED's query/index pairs scores UnED domains (uned:<domain>):
+    # "test" (the benchmark's numbers) or "val" (model selection).
     c.eval = ml_collections.ConfigDict(dict(ks=[1, 2, 4, 8], batch_size=128, every_n_epochs=1,
                                             max_images_per_split=0, random_init_baseline=False,
-                                            fused=True))
+                                            fused=True, uned_evaluation="test"))
     for key, block in PIPELINE_BLOCKS[pipeline]():
         c[key] = block
     c.export = ml_collections.ConfigDict(dict(enabled=True, root=""))

@@ -86,17 +86,25 @@ class Domain:
         "08" reads "80") and for any domain whose mirror image is another class; True for
         photos of objects (CUB, CARS196, SOP, In-shop, ImageNet...). Copied onto every split
         (``Split.hflip``) at construction, so each stream built from the splits obeys it.
+      protocol: how the domain is evaluated: ``"recall"`` (Recall@K on ``test``, or ``query``
+        against ``gallery``: ``tfembed.evaluation.protocol``) or ``"uned"`` (UnED's R@1 / mMP@5
+        on its query/index split pairs, separate and merged: ``tfembed.evaluation.uned``). A
+        UnED domain is also called ``cars``, so the name alone cannot tell.
     """
 
     name: str
     splits: Dict[str, Split]
     num_classes: int
     hflip: bool = True
+    protocol: str = "recall"
 
     def __post_init__(self):
         # Splits carry the policy (the pipelines take splits); copies, so that a split shared
         # with another Domain object keeps that domain's policy.
         self.hflip = bool(self.hflip)
+        if self.protocol not in ("recall", "uned"):
+            raise ValueError(f"Domain {self.name!r}: protocol must be 'recall' or 'uned', got "
+                             f"{self.protocol!r}")
         self.splits = {name: split if split.hflip == self.hflip
                        else dataclasses.replace(split, hflip=self.hflip)
                        for name, split in self.splits.items()}

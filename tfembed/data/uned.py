@@ -192,7 +192,7 @@ def read_uned_domain(root: PathLike, domain: str, splits: Optional[Sequence[str]
     num_classes = 1 + max(int(max(sp.labels.max(initial=-1),
                                   -1 if sp.label_sets is None else sp.label_sets.max()))
                           for sp in built.values())
-    return Domain(name=domain, splits=built, num_classes=max(num_classes, 1))
+    return Domain(name=domain, splits=built, num_classes=max(num_classes, 1), protocol="uned")
 
 
 def read_uned(root: PathLike, domains: Optional[Sequence[str]] = None,

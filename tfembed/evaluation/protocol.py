@@ -23,8 +23,12 @@ from tfembed.evaluation.retrieval import fused_recall, recall_at_k
 def evaluate(model, domains: Union[Domain, Sequence[Domain]], *, ks=(1, 2, 4, 8), fused=True,
              name: str = "model", spec=None, batch_size=128,
              offsets: Optional[Sequence[int]] = None, multi_domain_input=False,
-             **view) -> List[dict]:
+             uned_evaluation: str = "test", **view) -> List[dict]:
     """Recall@K of ``model`` on each domain's evaluation splits, and on the fused gallery.
+
+    UnED domains (``Domain.protocol == "uned"``) are scored by UnED's protocol instead
+    (``tfembed.evaluation.uned.evaluate_uned``: R@1, mMP@5, mAP@5 on each domain's
+    ``uned_evaluation`` query/index pair, separate and merged index).
 
     Args:
       model: an embedder (images → ``[B, D]``), or any model whose ``predict`` gives embeddings.
@@ -44,10 +48,28 @@ def evaluate(model, domains: Union[Domain, Sequence[Domain]], *, ks=(1, 2, 4, 8)
       ``tfembed.evaluation.format_table``.
     """
     domains = [domains] if isinstance(domains, Domain) else list(domains)
+    if is_uned(domains):
+        if multi_domain_input or view:
+            raise ValueError("UnED domains are evaluated on their images as they are "
+                             "(no multi-domain input, crop boxes or low resolution)")
+        from tfembed.evaluation.uned import evaluate_uned  # noqa: PLC0415
+
+        return evaluate_uned(model, domains, evaluation=uned_evaluation, name=name, spec=spec,
+                             batch_size=batch_size)
     offsets = default_label_offsets(domains) if offsets is None else offsets
     embedded = embed_domains(model, domains, offsets, spec=spec, batch_size=batch_size,
                              multi_domain_input=multi_domain_input, **view)
     return evaluate_embeddings(name, embedded, ks, fused=fused)
+
+
+def is_uned(domains: Sequence[Domain]) -> bool:
+    """Whether ``domains`` are UnED domains (scored by UnED's protocol); a mix of UnED and other
+    domains has no common protocol and is refused."""
+    kinds = {d.protocol for d in domains}
+    if len(kinds) > 1:
+        raise ValueError("a run evaluates UnED domains (uned:<domain>) or other domains, not both: "
+                         + ", ".join(f"{d.name} ({d.protocol})" for d in domains))
+    return kinds == {"uned"}
 
 
 def embed_split(model, split, *, spec=None, batch_size=128, label_offset=0, domain=None,

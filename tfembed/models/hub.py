@@ -15,9 +15,11 @@ Two jobs:
   DINOv2, EfficientNet, ResNet, ... presets, a ``hf://``/``kaggle://`` handle or a local preset
   directory). The KerasHub model is nested in the embedder; its pyramid levels (where the
   architecture has them) are exposed as layers ``stage<i>_out`` so stage aliases work for hint /
-  attention transfer; a token sequence (ViT-like) is reduced to its class token. The preset's
-  own pixel normalisation (its ``ImageConverter`` scale and offset) becomes the embedder's
-  ``Preprocess`` layer.
+  attention transfer; a token sequence (ViT-like) is reduced to its class token, and a pooled
+  vector becomes a 1×1 map. Of a CLIP / SigLIP preset only the image tower is used (CLIP: the
+  class token, what ``CLIPBackbone`` projects; SigLIP: the tower's attention-pooled output), at
+  the preset's own image size. The preset's own pixel normalisation (its ``ImageConverter``
+  scale and offset) becomes the embedder's ``Preprocess`` layer.
 
 Offline use: a handle is redirected to ``$TFEMBED_PRESETS/<name>`` when that directory exists
 (``<name>`` = the handle's last path component, e.g. ``resnet18.tv_in1k``), so a machine
@@ -263,7 +265,7 @@ def build_hub_backbone(x, handle, weights):
 
     ``weights``: None → the preset's architecture, randomly initialised; ``"imagenet"`` (or any
     true value naming the preset's weights) → the preset's weights. Returns the feature map
-    ``[B, h, w, C]`` (``[B, 1, 1, D]`` for token outputs).
+    ``[B, h, w, C]`` (``[B, 1, 1, D]`` for token and pooled outputs).
     """
     hub_backbone = load_backbone(handle, load_weights=bool(weights), what=f"backbone {handle}",
                                  image_shape=tuple(x.shape[1:]))
@@ -292,7 +294,13 @@ def build_hub_backbone(x, handle, weights):
         features = KeepStages(name="hub_features")([features, *stages])
     if len(features.shape) == 3:
         features = ClassToken(name="class_token")(features)
+    elif len(features.shape) == 2:
+        # Already the image summary (SigLIP's vision tower ends in attention pooling): as a 1×1
+        # map it passes the embedder's global pooling unchanged, like a class token.
+        features = keras.layers.Reshape((1, 1, features.shape[-1]),
+                                        name="pooled_feature")(features)
     elif len(features.shape) != 4:
         raise ValueError(f"KerasHub backbone {handle!r} returns {features.shape}; expected a "
-                         "feature map [B, H, W, C] or a token sequence [B, N, D]")
+                         "feature map [B, H, W, C], a token sequence [B, N, D] or a pooled "
+                         "feature [B, D]")
     return features

@@ -111,7 +111,7 @@ def run_specialists(config, workdir):
     models = specialists_for(config, domains, workdir, strategy)
     rows = []
     kw = dict(offsets=offsets, ks=tuple(config.eval.ks), batch_size=int(config.eval.batch_size),
-              spec=image_spec(config.model))
+              spec=image_spec(config.model), uned_evaluation=config.eval.uned_evaluation)
     if config.eval.get("random_init_baseline", False):
         # The same architecture untrained: shows how much of a Recall@K the training earned
         # (on tiny domains nearest neighbours of random conv features are already strong).

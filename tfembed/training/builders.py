@@ -185,13 +185,25 @@ def eval_sets(domains, offsets, config, multi_domain_input=False, **view):
     """``{domain: (query_ds, gallery_ds | None)}`` for RecallAtKCallback.
 
     ``view``: ``crop_boxes`` / ``low_resolution_size`` of ``eval_dataset``.
+
+    A UnED domain is watched on its validation pair (UnED selects models on val, never on
+    test), by plain Recall@K on each image's first label: a monitor, not UnED's metric.
     """
+    from tfembed.data.uned import UNED_EVAL_PAIRS  # noqa: PLC0415
+
     e = config.eval
     kw = dict(spec=image_spec(config.model), **view)
     sets = {}
     for d, (domain, offset) in enumerate(zip(domains, offsets)):
         dom = d if multi_domain_input else None
-        if domain.has_query_gallery:
+        if domain.protocol == "uned":
+            pair = UNED_EVAL_PAIRS[domain.name]
+            query, index = pair["val"] if set(pair["val"]) <= set(domain.splits) else pair["test"]
+            sets[domain.name] = tuple(
+                None if s is None else eval_dataset(domain.splits[s], int(e.batch_size),
+                                                    label_offset=offset, domain=dom, **kw)
+                for s in (query, None if index == query else index))
+        elif domain.has_query_gallery:
             sets[domain.name] = tuple(
                 eval_dataset(domain.splits[s], int(e.batch_size), label_offset=offset,
                              domain=dom, **kw) for s in ("query", "gallery"))

@@ -51,6 +51,7 @@ PIPELINES = {
     "distill": ("tfembed.distill.runner", "run_distill"),
     "ensemble": ("tfembed.ensemble.runner", "run_ensemble"),
     "cohort": ("tfembed.cohort.runner", "run_cohort"),
+    "evaluate": ("tfembed.evaluation.runner", "run_evaluate"),
 }
 
 

@@ -30,8 +30,10 @@ from tfembed.evaluation.protocol import (
     embed_split,
     evaluate,
     evaluate_embeddings,
+    is_uned,
 )
 from tfembed.evaluation.report import format_paper_table, write_report
+from tfembed.evaluation.uned import evaluate_uned
 from tfembed.io import atomic_save
 from tfembed.losses import get_loss
 from tfembed.models.concat import concat_features, concat_pca_embedder, fit_pca, largest_input
@@ -242,7 +244,8 @@ def run_universal(config, workdir):
             fused_loss(method, config)
     specialists = specialists_for(config, domains, workdir, strategy)
     ks = tuple(config.eval.ks)
-    fused = bool(config.eval.get("fused", True)) and len(domains) > 1
+    uned = is_uned(domains)
+    fused = bool(config.eval.get("fused", True)) and len(domains) > 1 and not uned
     spec = image_spec(config.model)
     rows, embedded, histories, models = [], {}, {}, {}
 
@@ -250,9 +253,16 @@ def run_universal(config, workdir):
         start = time.time()
         # Specialists (and their concatenation) at their own sizes: ones loaded from elsewhere
         # may take other sizes than the student.
-        embedded[name] = embed_domains(model, domains, offsets, spec=own_spec or spec,
-                                       batch_size=int(config.eval.batch_size))
-        rows.extend(evaluate_embeddings(name, embedded[name], ks, fused=fused))
+        if uned:
+            # UnED's benchmark instead of 000's galleries: separate and merged index (the
+            # merged index plays the fused gallery's part); no diagnostics at that scale.
+            rows.extend(evaluate_uned(model, domains, evaluation=config.eval.uned_evaluation,
+                                      name=name, spec=own_spec or spec,
+                                      batch_size=int(config.eval.batch_size)))
+        else:
+            embedded[name] = embed_domains(model, domains, offsets, spec=own_spec or spec,
+                                           batch_size=int(config.eval.batch_size))
+            rows.extend(evaluate_embeddings(name, embedded[name], ks, fused=fused))
         write_report(workdir, config.recipe, config.to_dict(), rows, echo=False)
         logging.info("evaluated %s in %.1f s", name, time.time() - start)
 
@@ -278,9 +288,9 @@ def run_universal(config, workdir):
         evaluate(name, model, own_spec=(concat_spec(specialists, spec)
                                         if method.kind == "concat_pca" else None))
     write_report(workdir, config.recipe, config.to_dict(), rows)
-    for gallery in ("domain", "fused") if fused else ("domain",):
+    for gallery in () if uned else ("domain", "fused") if fused else ("domain",):
         print(format_paper_table(rows, gallery, ks=[k for k in ks if k <= 8]))
-    if config.universal.get("diagnostics", True):
+    if config.universal.get("diagnostics", True) and not uned:
         from tfembed.universal.figures import write_universal_diagnostics  # noqa: PLC0415
         write_universal_diagnostics(workdir, domains, embedded, histories, config)
     export = [m for m in methods if m.name in config.universal.get("export", [])]
