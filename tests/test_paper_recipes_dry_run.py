@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 
 from tfembed import recipes
+from tfembed.configs.uned import UNED_BACKBONE
 from tfembed.models import hub
 from tfembed.models import testing as model_testing
 
@@ -51,7 +52,10 @@ def _error_excerpt(stderr, limit=6000):
     return text if len(text) <= limit else text[:limit // 2] + "\n[...]\n" + text[-limit // 2:]
 
 
-PAPER_RECIPES = [name for name in recipes.list_recipes() if not name.endswith("_demo")]
+# The eight UnED specialists differ in their domain only (each domain's reading and UnED
+# evaluation are smoke-tested): met, the domain with the most splits, stands for them.
+PAPER_RECIPES = [name for name in recipes.list_recipes() if not name.endswith("_demo")
+                 and not (name.startswith("specialist_uned_") and name != "specialist_uned_met")]
 
 # Backbones whose "imagenet" is keras.applications' download: the stand-in is a weights file.
 APPLICATIONS = ("resnet50", "resnet101", "inception_v3", "mobilenet")
@@ -73,6 +77,7 @@ def dry_data_dir(tmp_path_factory):
                                   test_ids=(6, 7), per_id=4)
     testing.make_imagenet_layout(root / "ILSVRC2012", num_classes=5, train_per_class=4,
                                  val_per_class=2, rng=np.random.default_rng(0))
+    testing.make_uned_layout(root / "uned", train_classes=3, test_classes=2, per_class=4)
     return root
 
 
@@ -84,6 +89,8 @@ def stand_ins(tmp_path_factory):
     presets.mkdir()
     model_testing.write_keras_resnet_preset(
         presets / hub.local_name(hub.IMAGENET_PRESETS["resnet18"]), "resnet18")
+    # The UnED recipes' ViT-B/16 (KerasHub preset; the real architecture, random weights).
+    model_testing.write_vit_preset(presets / hub.local_name(hub.preset_of(UNED_BACKBONE)))
     files = {}
 
     def weights_file(backbone, kwargs):
@@ -95,18 +102,22 @@ def stand_ins(tmp_path_factory):
                 root / f"{tag}.weights.h5", backbone, (size, size, 3), **kwargs)
         return files[key]
 
-    specialist = []
+    specialists = {}
 
-    def specialist_file():
-        # One ResNet-50 specialist at the paper's settings stands in for every domain's.
-        if not specialist:
-            from tfembed.models import build_embedder
+    def specialist_file(model_cfg):
+        """One specialist at the recipe's ``model`` settings stands in for every domain's:
+        ResNet-50 → 128-d for paper 000's recipes, ViT-B/16 → 64-d for UnED's."""
+        from tfembed.models import build_embedder
 
-            path = root / "specialist_resnet50.keras"
-            build_embedder("resnet50", 128, (224, 224, 3),
-                           weights=weights_file("resnet50", {})).save(path)
-            specialist.append(str(path))
-        return specialist[0]
+        key = (model_cfg.backbone, int(model_cfg.embedding_dim), int(model_cfg.image_size))
+        assert key in (("resnet50", 128, 224), (UNED_BACKBONE, 64, 224)), key
+        if key not in specialists:
+            weights = (weights_file("resnet50", {}) if key[0] == "resnet50" else "imagenet")
+            path = root / f"specialist_{len(specialists)}.keras"
+            build_embedder(key[0], key[1], (key[2], key[2], 3), weights=weights,
+                           resize_size=int(model_cfg.resize_size)).save(path)
+            specialists[key] = str(path)
+        return specialists[key]
 
     return str(presets), weights_file, specialist_file
 
@@ -129,10 +140,10 @@ def dry_run_overrides(config, data_dir, weights_file, specialist_file=None):
         sets += ["universal.steps=1", "universal.steps_per_epoch=1",
                  "universal.pca_max_images=16", "universal.diagnostics=false"]
         if specialist_file is not None and not config.get("teachers"):
-            assert (config.model.backbone, config.model.embedding_dim,
-                    config.model.image_size) == ("resnet50", 128, 224), config.recipe
-            sets += ["teachers=[" + ",".join([repr(specialist_file())] * len(config.domains))
-                     + "]"]
+            sets += ["teachers=[" + ",".join([repr(specialist_file(config.model))] *
+                                             len(config.domains)) + "]"]
+    if pipeline == "evaluate" and specialist_file is not None:
+        sets += [f"models=[{specialist_file(config.model)!r}]"]
     if pipeline == "distill":
         sets += ["distill.kd_classifier_epochs=1"]
         sets += _weights_override("teacher", config.teacher, weights_file)

@@ -327,6 +327,9 @@ def _register_tfembed_objects():
             from absl import logging
 
             logging.warning("could not import %s to register its Keras objects: %s", module, err)
+    from tfembed.models.hub import patch_keras_hub_configs  # noqa: PLC0415
+
+    patch_keras_hub_configs()   # a nested KerasHub ViT's config does not load as written
 
 
 def export_from_file(

@@ -259,6 +259,21 @@ def test_hub_dual_tower_keras_round_trip(tmp_path, kind):
                                atol=1e-6)
 
 
+def test_hub_vit_embedder_saves_and_loads(tmp_path):
+    """KerasHub 0.32's ViT patch layer writes two derived keys into its config that its
+    constructor refuses; ``load_embedder`` (and ``export_from_file``) load such a file anyway."""
+    preset = model_testing.write_vit_preset(tmp_path / "vit", image_shape=(32, 32, 3),
+                                            patch_size=8, num_layers=1, num_heads=2,
+                                            hidden_dim=16, mlp_dim=32)
+    embedder = build_embedder(f"hub:{preset}", 8, (32, 32, 3), weights="imagenet")
+    path = tmp_path / "vit.keras"
+    embedder.save(path)
+    loaded = load_embedder(str(path))
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(pixels)), np.asarray(embedder(pixels)),
+                               atol=1e-6)
+
+
 def test_preprocess_affine_serialises():
     layer = Preprocess("affine", scale=[1.0, 2.0, 3.0], offset=0.5)
     clone = Preprocess.from_config(layer.get_config())

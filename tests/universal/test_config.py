@@ -11,7 +11,7 @@ from tfembed.universal.config import (
 )
 
 NAMES = ["concat_pca", "snd", "rkd", "triplet_naive", "triplet_ds", "triplet_bal",
-         "ms_weighted", "triplet_semihard_ds"]
+         "ms_weighted", "triplet_semihard_ds", "snd_dynamic", "rkd_bal"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -28,6 +28,10 @@ def test_fields_rows_and_recipe_helpers():
     assert UniversalMethod.of("triplet_ds").row == "baseline/triplet_ds"
     assert UniversalMethod.of("concat_pca").row == "baseline/concat_pca"
     assert distilled("snd") == {"kind": "distill", "loss": "snd"}
+    # A student's own sampling policy (UDON's dynamic next to the recipe's DS in one run).
+    assert UniversalMethod.of("snd_dynamic") == UniversalMethod("distill", "snd", "dynamic")
+    assert UniversalMethod.of("snd_dynamic").row == "universal/snd_dynamic"
+    assert distilled("snd", "dynamic") == {"kind": "distill", "loss": "snd", "policy": "dynamic"}
     assert fused("ms", "bal") == {"kind": "fused", "loss": "ms", "policy": "bal"}
     assert concat_pca() == {"kind": "concat_pca"}
     assert [UniversalMethod.of(m).name for m in defaults().methods] == [
@@ -35,7 +39,7 @@ def test_fields_rows_and_recipe_helpers():
 
 
 @pytest.mark.parametrize("bad, match", [
-    ("snd_ds", "no policy"),           # a distilled student has no sampling policy
+    ("snd_naive", "policy in"),        # a student's batches hold one domain (its teacher's)
     ("triplet_mixed", "unknown universal method"),
     ("pca", "unknown universal method"),
     ({"kind": "fused", "loss": "triplet"}, "policy in"),
@@ -45,9 +49,9 @@ def test_fields_rows_and_recipe_helpers():
     (3, "expected a dict"),
 ])
 def test_bad_entries_say_what_is_wrong(bad, match):
-    if bad == "snd_ds":
+    if bad == "snd_naive":
         with pytest.raises(ValueError, match=match):
-            UniversalMethod("distill", "snd", "ds")
+            UniversalMethod("distill", "snd", "naive")
         return
     with pytest.raises(ValueError, match=match):
         UniversalMethod.of(bad)

@@ -203,10 +203,15 @@ def test_demo_distills_specialists_of_other_dimensions_and_sizes(run_recipe, tmp
 
 
 def test_demo_with_dynamic_domain_sampling_writes_its_history(run_recipe, tmp_path):
-    run_recipe("snd_universal_demo", tmp_path, "eval.ks=1", *SMALL_CNN, "universal.methods=snd",
-               "universal.policy=dynamic", "universal.steps=4", "universal.steps_per_epoch=2",
-               "universal.diagnostics=false", "export.enabled=false")
-    log = json.load(open(tmp_path / "universal" / "snd" / "sampling.json"))
+    """``snd_dynamic`` next to ``snd`` (the recipe's DS): one run, the same specialists, each
+    student under its own policy; only the dynamic one has a sampling history."""
+    report = run_recipe("snd_universal_demo", tmp_path, "eval.ks=1", *SMALL_CNN,
+                        "universal.methods=snd,snd_dynamic", "universal.steps=4",
+                        "universal.steps_per_epoch=2", "universal.diagnostics=false",
+                        "export.enabled=false")
+    assert {"universal/snd", "universal/snd_dynamic"} <= {r["model"] for r in report["rows"]}
+    assert not os.path.exists(tmp_path / "universal" / "snd" / "sampling.json")
+    log = json.load(open(tmp_path / "universal" / "snd_dynamic" / "sampling.json"))
     assert [h["step"] for h in log["history"]] == [0, 2, 4]
     assert log["initial"] == "balanced" and log["interval"] == 2
     for h in log["history"]:

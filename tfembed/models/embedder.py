@@ -273,6 +273,10 @@ def load_embedder(path, compile=False):
             import keras_hub  # noqa: F401
         except ImportError:  # pragma: no cover - keras-hub is a dependency
             pass
+        else:
+            from tfembed.models.hub import patch_keras_hub_configs  # noqa: PLC0415
+
+            patch_keras_hub_configs()
         register_serializables(compile)
         return keras.models.load_model(path, compile=compile)
     raise ValueError(f"Cannot load an embedder from {path!r}: expected an existing .keras file or "

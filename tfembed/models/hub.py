@@ -29,6 +29,7 @@ user asks for a preset that is not available locally.
 """
 
 import functools
+import inspect
 import os
 
 import keras
@@ -221,6 +222,34 @@ def load_resnet_preset(name, handle, target, blocks):
                 "normalisation.")
     hub_backbone = load_backbone(handle, load_weights=True, what=f"ImageNet weights of {name}")
     port_resnet(hub_backbone, target, blocks)
+
+
+def patch_keras_hub_configs():
+    """Makes ``.keras`` files of ``hub:`` ViT embedders loadable under KerasHub 0.32.
+
+    ``ViTPatchingAndEmbedding.get_config`` there writes ``num_patches`` and ``num_positions``,
+    which its ``__init__`` derives from the image and patch sizes and does not accept, so loading
+    any saved model that nests a ViT fails ("Unrecognized keyword arguments"). The two derived
+    keys are dropped on the way in. Idempotent; a KerasHub whose ``__init__`` takes them is left
+    alone.
+    """
+    try:
+        from keras_hub.src.models.vit.vit_layers import ViTPatchingAndEmbedding
+    except ImportError:   # no keras-hub, or a KerasHub that moved the layer: nothing to patch
+        return
+    cls = ViTPatchingAndEmbedding
+    if getattr(cls, "_tfembed_config_patch", False):
+        return
+    if "num_patches" in inspect.signature(cls.__init__).parameters:
+        return
+    original = cls.from_config.__func__
+
+    def from_config(klass, config):
+        config = {k: v for k, v in config.items() if k not in ("num_patches", "num_positions")}
+        return original(klass, config)
+
+    cls.from_config = classmethod(from_config)
+    cls._tfembed_config_patch = True
 
 
 # --------------------------------------------------------------------------------------------

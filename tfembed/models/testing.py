@@ -58,6 +58,25 @@ def write_keras_resnet_preset(directory, architecture="resnet18", seed=0, mean=N
     return directory
 
 
+#: ViT-B/16 at 224 px, the architecture of KerasHub's ``vit_base_patch16_224_imagenet``.
+VIT_B16 = dict(image_shape=(224, 224, 3), patch_size=16, num_layers=12, num_heads=12,
+               hidden_dim=768, mlp_dim=3072)
+
+
+def write_vit_preset(directory, seed=0, **architecture):
+    """A KerasHub-format ViT preset (random weights; default ViT-B/16 at 224 px, ``VIT_B16``)
+    with the [-1, 1] pixel scaling of KerasHub's ImageNet ViT presets; its path."""
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    config = dict(VIT_B16, **architecture)
+    keras_hub.models.ViTBackbone(**config).save_to_preset(os.fspath(directory))
+    keras_hub.layers.ImageConverter(image_size=tuple(config["image_shape"][:2]),
+                                    scale=1.0 / 127.5, offset=-1.0).save_to_preset(
+                                        os.fspath(directory))
+    return os.fspath(directory)
+
+
 def write_timm_resnet_snapshot(directory, architecture="resnet34", seed=0):
     """A timm (Hugging Face) snapshot of a ResNet: ``config.json`` + ``model.safetensors``.
 

@@ -22,6 +22,9 @@ DISTILL_LOSSES = ("snd", "rkd")
 #: Short policy names used in method names and report rows → samplers.POLICIES.
 POLICY_ALIASES = {"naive": "naive", "ds": "domain_specific", "bal": "domain_balanced",
                   "weighted": "weighted"}
+#: What a distilled student may name as its own policy (one domain per batch: a specialist
+#: embeds its own domain only); "dynamic" is UDON's (tfembed/universal/dynamic.py).
+DISTILL_POLICIES = ("ds", "bal", "weighted", "dynamic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +36,14 @@ class UniversalMethod(MethodEntry):
         (one embedder trained on all domains with the metric loss ``universal.fused_losses[loss]``
         and the sampling ``policy``: naive, ds, bal, weighted) or ``"concat_pca"`` (the
         specialists concatenated, PCA to ``model.embedding_dim``).
-      loss, policy: as the kind needs them ("" otherwise).
+      loss, policy: as the kind needs them ("" otherwise). A distilled student samples its
+        batches by ``universal.policy`` unless it names its own (one of ``DISTILL_POLICIES``):
+        ``snd_dynamic`` next to ``snd`` compares UDON's sampling with the recipe's on the same
+        specialists in one run.
 
-    Names: ``snd``, ``rkd``, ``<loss>_<policy>`` (``triplet_ds``), ``concat_pca``; report rows
-    ``universal/<name>`` for students, ``baseline/<name>`` for the others.
+    Names: ``snd``, ``rkd``, ``snd_<policy>`` / ``rkd_<policy>``, ``<loss>_<policy>``
+    (``triplet_ds``), ``concat_pca``; report rows ``universal/<name>`` for students,
+    ``baseline/<name>`` for the others.
     """
 
     kind: str
@@ -48,9 +55,11 @@ class UniversalMethod(MethodEntry):
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"{self.what}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind == "distill" and (self.loss not in DISTILL_LOSSES or self.policy):
+        if self.kind == "distill" and (self.loss not in DISTILL_LOSSES or
+                                       self.policy not in ("",) + DISTILL_POLICIES):
             raise ValueError(f"{self.what}: a distilled student takes loss in {DISTILL_LOSSES} "
-                             f"and no policy, got loss={self.loss!r}, policy={self.policy!r}")
+                             f"and a policy in {DISTILL_POLICIES} or none (universal.policy), "
+                             f"got loss={self.loss!r}, policy={self.policy!r}")
         if self.kind == "fused" and (not self.loss or self.policy not in POLICY_ALIASES):
             raise ValueError(f"{self.what}: a fused baseline takes a loss (a key of "
                              f"universal.fused_losses) and a policy in {sorted(POLICY_ALIASES)}, "
@@ -66,6 +75,8 @@ class UniversalMethod(MethodEntry):
         if name in DISTILL_LOSSES:
             return cls("distill", name)
         loss, _, policy = name.rpartition("_")
+        if loss in DISTILL_LOSSES and policy in DISTILL_POLICIES:
+            return cls("distill", loss, policy)
         if loss and policy in POLICY_ALIASES:
             return cls("fused", loss, policy)
         raise ValueError(f"unknown {cls.what} {name!r}: use concat_pca, "
@@ -74,7 +85,7 @@ class UniversalMethod(MethodEntry):
 
     @property
     def name(self):
-        if self.kind == "fused":
+        if self.policy:
             return f"{self.loss}_{self.policy}"
         return self.loss or self.kind
 
@@ -84,9 +95,10 @@ class UniversalMethod(MethodEntry):
         return f"{'universal' if self.kind == 'distill' else 'baseline'}/{self.name}"
 
 
-def distilled(loss):
-    """A student distilled from the specialists (``loss``: snd or rkd), as a recipe stores it."""
-    return UniversalMethod("distill", loss).to_config()
+def distilled(loss, policy=""):
+    """A student distilled from the specialists (``loss``: snd or rkd; ``policy``: its own
+    batch sampling, default ``universal.policy``), as a recipe stores it."""
+    return UniversalMethod("distill", loss, policy).to_config()
 
 
 def fused(loss, policy):

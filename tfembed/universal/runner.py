@@ -12,7 +12,8 @@ report.json:
   mixed in a batch), ``ds`` (domain-specific: one domain per batch, drawn ∝ its image count),
   ``bal`` (domain-balanced: domains equally likely), ``weighted`` (``universal.weights``).
 * ``snd`` / ``rkd`` → ``universal/snd`` / ``universal/rkd``: the student distilled from the
-  specialists with :class:`tfembed.universal.UniversalDistiller` under ``universal.policy``.
+  specialists with :class:`tfembed.universal.UniversalDistiller` under ``universal.policy``;
+  ``snd_<policy>`` (``snd_dynamic``, ``snd_bal``...) under its own policy instead.
 """
 
 import functools
@@ -154,7 +155,8 @@ def train_distilled(method, domains, offsets, teachers, config, run_dir, strateg
             raise ValueError(f"universal.domain_losses names {name!r}, not a recipe domain "
                              f"({', '.join(names)})")
         domain_losses[name] = get_loss(loss, **dict(u.get("domain_loss_kwargs") or {}))
-    policy = POLICY_ALIASES.get(u.policy, u.policy)
+    chosen = method.policy or u.policy
+    policy = POLICY_ALIASES.get(chosen, chosen)
     if policy == "naive":
         raise ValueError("universal.policy 'naive' mixes domains in a batch; a specialist can "
                          "only embed its own domain, so distillation needs ds, bal, weighted "
