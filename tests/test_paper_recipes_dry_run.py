@@ -102,22 +102,23 @@ def stand_ins(tmp_path_factory):
                 root / f"{tag}.weights.h5", backbone, (size, size, 3), **kwargs)
         return files[key]
 
-    specialists = {}
+    specialist = []
 
     def specialist_file(model_cfg):
-        """One specialist at the recipe's ``model`` settings stands in for every domain's:
-        ResNet-50 → 128-d for paper 000's recipes, ViT-B/16 → 64-d for UnED's."""
-        from tfembed.models import build_embedder
-
+        """One ResNet-50 → 128-d specialist (224 px, as ``specialist_<domain>`` trains them)
+        stands in for every domain's. 000's recipes distil into the same architecture; for the
+        UnED recipes' 64-d ViT-B/16 it is a specialist from elsewhere (another dimension and
+        normalisation, DESIGN §7), which costs a quarter of a ViT-B/16 specialist's forward."""
         key = (model_cfg.backbone, int(model_cfg.embedding_dim), int(model_cfg.image_size))
         assert key in (("resnet50", 128, 224), (UNED_BACKBONE, 64, 224)), key
-        if key not in specialists:
-            weights = (weights_file("resnet50", {}) if key[0] == "resnet50" else "imagenet")
-            path = root / f"specialist_{len(specialists)}.keras"
-            build_embedder(key[0], key[1], (key[2], key[2], 3), weights=weights,
-                           resize_size=int(model_cfg.resize_size)).save(path)
-            specialists[key] = str(path)
-        return specialists[key]
+        if not specialist:
+            from tfembed.models import build_embedder
+
+            path = root / "specialist_resnet50.keras"
+            build_embedder("resnet50", 128, (224, 224, 3), weights=weights_file("resnet50", {}),
+                           resize_size=256).save(path)
+            specialist.append(str(path))
+        return specialist[0]
 
     return str(presets), weights_file, specialist_file
 
