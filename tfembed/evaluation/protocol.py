@@ -49,7 +49,7 @@ def evaluate(model, domains: Union[Domain, Sequence[Domain]], *, ks=(1, 2, 4, 8)
     """
     domains = [domains] if isinstance(domains, Domain) else list(domains)
     if is_uned(domains):
-        if multi_domain_input or view:
+        if multi_domain_input or any(view.values()):
             raise ValueError("UnED domains are evaluated on their images as they are "
                              "(no multi-domain input, crop boxes or low resolution)")
         from tfembed.evaluation.uned import evaluate_uned  # noqa: PLC0415
