@@ -204,3 +204,31 @@ def test_tfembed_eval_scores_uned_domains_with_the_models_own_input_spec(tmp_pat
         expect = want[r["gallery"][len("uned_"):]][r["domain"]]
         for key in ("recall@1", "mmp@5", "map@5"):
             assert r[key] == pytest.approx(expect[key], abs=1e-6)
+
+
+def test_protocol_evaluate_routes_uned_domains_and_refuses_a_mix(tmp_path):
+    """``evaluation.protocol.evaluate`` (what every runner calls) scores UnED domains by UnED's
+    protocol — the ``evaluate_uned`` rows, also on the val pairs — and refuses a run mixing
+    UnED domains with others (their metrics have nothing in common)."""
+    from tfembed.data.sources import load_domain
+    from tfembed.data.testing import make_uned_layout
+    from tfembed.data.uned import read_uned_domain
+    from tfembed.evaluation.protocol import evaluate
+    from tfembed.evaluation.uned import evaluate_uned
+    from tfembed.models import build_embedder
+
+    root = make_uned_layout(tmp_path / "uned", domains=["cars", "met"])
+    domains = [read_uned_domain(root, d) for d in ("cars", "met")]
+    assert {d.protocol for d in domains} == {"uned"}
+    model = build_embedder("small_cnn", embedding_dim=8, input_shape=(24, 24, 3),
+                           resize_size=28, width=0.25)
+    for evaluation in ("test", "val"):
+        got = evaluate(model, domains, name="m", uned_evaluation=evaluation, crop_boxes=False)
+        want = evaluate_uned(model, domains, evaluation=evaluation, name="m")
+        assert got == want and {r["gallery"] for r in got} == {"uned_separate", "uned_merged"}
+    with pytest.raises(ValueError, match="crop"):
+        evaluate(model, domains, crop_boxes=True)
+    digits = load_domain("digits")
+    assert digits.protocol == "recall"
+    with pytest.raises(ValueError, match="not both"):
+        evaluate(model, [domains[0], digits])
