@@ -163,7 +163,19 @@ def dry_run_overrides(config, data_dir, weights_file, specialist_file=None):
     return sets
 
 
-@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+# What CI runs (``-m dryrun_ci``): one recipe per pipeline and per pretrained source — ResNet-50
+# (keras.applications file), the universal pipeline with teacher files, the distill pipeline with
+# its λ search, ResNet-101 and the ResNet-18 KerasHub preset, DarkRank's heads, ABE's Inception
+# v3, a DM² cohort, and UnED's ViT-B/16 preset with UnED's evaluation. The whole group ran in
+# 34 min on a Xeon's 2 cores, and would take ~2-4× that on the AMD EPYC CI machines whose
+# float32 GEMM is 4.5× slower (over CI's limit); every recipe stays in the group for a manual run.
+CI_RECIPES = ("specialist_cub", "snd_universal", "rel_teacher_resnet18_cub", "darkrank_hard_cub",
+              "abe8_cars", "dm2_cub", "snd_uned", "uned_eval")
+
+
+@pytest.mark.parametrize("recipe", [
+    pytest.param(r, marks=pytest.mark.dryrun_ci) if r in CI_RECIPES else r
+    for r in PAPER_RECIPES])
 def test_paper_recipe_runs_at_real_settings(recipe, dry_data_dir, stand_ins, tmp_path,
                                             tmp_path_factory, monkeypatch):
     # Shared by the xdist workers of one session (each has its own basetemp below it).
