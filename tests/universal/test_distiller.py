@@ -200,7 +200,9 @@ def test_heterogeneous_teachers_fit_on_one_and_two_replicas_alike(rng, two_repli
         ds = tf.data.Dataset.from_generator(lambda: iter(batches),
                                             output_signature=stream.element_spec)
         logs = model.fit(ds, epochs=1, verbose=0).history
-        return {k: v[0] for k, v in logs.items()}, [w.numpy() for w in model.student.weights]
+        logs = {k: v[0] for k, v in logs.items()}
+        logs["batch_loss"] = float(model.batch_loss.result())   # a mean over the replicas
+        return logs, [w.numpy() for w in model.student.weights]
 
     one, two = run(tf.distribute.get_strategy()), run(two_replica_strategy)
     for key in one[0]:
@@ -212,6 +214,21 @@ def test_heterogeneous_teachers_fit_on_one_and_two_replicas_alike(rng, two_repli
     for t, w in zip(teachers, before):                                  # the teachers did not
         for a, b in zip(t.weights, w):
             np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_batch_loss_is_the_last_steps_loss(rng):
+    # Dynamic domain sampling reads it; a running Mean's float32 total would round it.
+    splits = _domains(rng)
+    model = UniversalDistiller(_teachers(), _dense_embedder(seed=4), SNDLoss(sigma=0.5))
+    model.compile(keras.optimizers.SGD(0.5))
+    batches = list(_batches(splits).take(3))
+    for x, y in batches[:-1]:
+        model.train_on_batch(x, y)
+    expected = model.test_on_batch(*batches[-1], return_dict=True)["loss"]   # no dropout/BN
+    model.reset_metrics()
+    model.train_on_batch(*batches[-1])
+    assert float(model.batch_loss.result()) == pytest.approx(expected, rel=1e-6)
+    assert model.batch_loss not in model.metrics   # not in the progress bar
 
 
 def test_mixed_domain_batch_is_rejected(rng):

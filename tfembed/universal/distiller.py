@@ -129,6 +129,9 @@ class UniversalDistiller(Distiller):
     def _make_trackers(self, terms):
         # The loss per domain, not per term (there is one term).
         self.domain_trackers = [keras.metrics.Mean(name=f"loss_{n}") for n in self.domain_names]
+        # The last batch's loss, exactly: differencing a running Mean's float32 total rounds it,
+        # and dynamic domain sampling must read the same value before and after a resume.
+        self.batch_loss = _LastValue(name="batch_loss")
         return {"loss": keras.metrics.Mean(name="loss")}
 
     @property
@@ -159,6 +162,7 @@ class UniversalDistiller(Distiller):
 
     def _update_trackers(self, loss, terms, domain):
         self._trackers["loss"].update_state(loss)
+        self.batch_loss.update_state(loss)
         for d, tracker in enumerate(self.domain_trackers):
             # Weight 0 leaves a Mean unchanged: no Python branching on the (symbolic) domain.
             tracker.update_state(loss, sample_weight=tf.cast(tf.equal(domain, d), tf.float32))
@@ -186,3 +190,19 @@ class UniversalDistiller(Distiller):
                          (config.pop("domain_losses") or {}).items()}
         return cls(teachers, student, distill_loss=distill, domain_losses=domain_losses,
                    **config)
+
+
+class _LastValue(keras.metrics.Metric):
+    """The value of the last batch (the mean over replicas); kept out of ``metrics`` (and so of
+    the progress bar and Keras' per-epoch reset)."""
+
+    def __init__(self, name="last", dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.value = self.add_variable(shape=(), initializer="zeros", aggregation="mean",
+                                       name="value")
+
+    def update_state(self, value, sample_weight=None):
+        self.value.assign(tf.cast(value, self.dtype))
+
+    def result(self):
+        return tf.identity(self.value)

@@ -204,9 +204,9 @@ class DynamicStream:
 
 
 class _Update(keras.callbacks.Callback):
-    """Reads each batch's loss from the trainer's per-domain trackers (Keras ``Mean`` metrics,
-    reset at each epoch's start: the batch's contribution is the change of its total since the
-    previous batch), records it, writes the running sums before the training state checkpoints
+    """Reads each batch's loss (the trainer's ``batch_loss``, exact) and domain (the per-domain
+    Keras ``Mean`` tracker whose count grew since the previous batch; they reset at each epoch's
+    start), records it, writes the running sums before the training state checkpoints
     mid-interval, and updates the weights at the interval's last step."""
 
     def __init__(self, sampling, trainer, state):
@@ -215,8 +215,7 @@ class _Update(keras.callbacks.Callback):
         self._seen = None
 
     def _read(self):
-        return [(float(t.total.numpy()), float(t.count.numpy()))
-                for t in self.trainer.domain_trackers]
+        return [float(t.count.numpy()) for t in self.trainer.domain_trackers]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._seen = None   # the trackers restart from zero
@@ -224,11 +223,12 @@ class _Update(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self.state.step + 1   # the training state counts this step after us
         now = self._read()
-        before = self._seen or [(0.0, 0.0)] * len(now)
+        before = self._seen or [0.0] * len(now)
         self._seen = now
-        for d, ((total, count), (total0, count0)) in enumerate(zip(now, before)):
-            if count > count0:
-                self.sampling.record(step, d, (total - total0) / (count - count0))
+        loss = float(self.trainer.batch_loss.result().numpy())
+        for d, (count, count0) in enumerate(zip(now, before)):
+            if count > count0:   # the batch's domain
+                self.sampling.record(step, d, loss)
         self.sampling.pending["step"] = step
         if step % self.sampling.interval == 0:
             self.sampling.end_interval(step)
