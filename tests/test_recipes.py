@@ -83,6 +83,7 @@ def test_cli_reports_bad_key_with_exit_code_2(capsys):
     assert "modle.x" in capsys.readouterr().err
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("recipe", PAPER_SPECIALISTS)
 def test_paper_specialist_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe,
                                                 tmp_path):
@@ -132,6 +133,7 @@ def _uned_rows(report, model):
     return {(r["gallery"], r["domain"]): r for r in report["rows"] if r["model"] == model}
 
 
+@pytest.mark.smoke
 def test_snd_uned_in_smoke_mode_reports_uneds_protocol(uned_dir, run_recipe, tmp_path):
     """Specialists, SND student and export on three UnED domains (test → test, test → index,
     and met's pairs), scored by UnED's separate and merged index instead of 000's galleries."""

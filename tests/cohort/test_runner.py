@@ -105,6 +105,7 @@ def _check_report(report, tmp_path):
         assert os.path.isfile(tmp_path / CohortMethod.of(m).row_prefix / "member0.keras")
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("recipe", PAPER)
 def test_paper_cohort_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe, tmp_path):
     report = run_recipe(recipe, tmp_path, f"data_dir={paper_data_dir}")
@@ -112,6 +113,7 @@ def test_paper_cohort_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe, 
     _check_report(report, tmp_path)
 
 
+@pytest.mark.smoke
 def test_demo_in_smoke_mode_distills_and_exports(run_recipe, tmp_path):
     report = run_recipe("dm2_demo", tmp_path)
     _check_report(report, tmp_path)
@@ -152,6 +154,7 @@ def test_pretrained_members_share_the_backbone_and_differ_in_the_projection():
                            b.get_layer("embedding_dense").get_weights()[0])
 
 
+@pytest.mark.smoke
 def test_demo_with_a_pretrained_backbone_in_smoke_mode(run_recipe, tmp_path):
     report = run_recipe("dm2_demo", tmp_path, "cohort.pretrain_domain=glyphs",
                         "cohort.methods=md", "cohort.export=", *SMALL_CNN)

@@ -114,6 +114,7 @@ def _check_report(report, with_teacher_row=True):
             assert 0.0 <= r["nmi"] <= 1.0 and 0.0 <= r["f1"] <= 1.0
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("recipe", PAPER)
 def test_paper_distill_recipes_in_smoke_mode(recipe, paper_data_dir, teacher, run_recipe,
                                              tmp_path):
@@ -142,6 +143,7 @@ def test_paper_distill_recipes_in_smoke_mode(recipe, paper_data_dir, teacher, ru
                               "saved_model.pb")
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("recipe", DEMOS)
 def test_demo_distill_recipes_in_smoke_mode(recipe, run_recipe, tmp_path):
     report = run_recipe(recipe, tmp_path)

@@ -127,6 +127,7 @@ def _check_report(report, tmp_path):
         assert os.path.isfile(tmp_path / m / "model.keras")
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("recipe", PAPER)
 def test_paper_ensemble_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe, tmp_path):
     report = run_recipe(recipe, tmp_path, f"data_dir={paper_data_dir}")
@@ -134,6 +135,7 @@ def test_paper_ensemble_recipes_in_smoke_mode(recipe, paper_data_dir, run_recipe
     _check_report(report, tmp_path)
 
 
+@pytest.mark.smoke
 def test_demo_in_smoke_mode_writes_diagnostics_and_exports(run_recipe, tmp_path, capsys):
     report = run_recipe("abe_demo", tmp_path)
     _check_report(report, tmp_path)

@@ -58,6 +58,7 @@ def _assert_rows(rows, models, domains, galleries):
         assert all(0.0 <= v <= 1.0 for v in values) and values == sorted(values), r
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("recipe", sorted(PAPER_UNIVERSAL))
 def test_paper_universal_recipes_in_smoke_mode(recipe, paper_data_dir, teachers, run_recipe,
                                                 tmp_path):
@@ -129,6 +130,7 @@ def _served_embeddings(saved_model, work):
     return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.smoke
 def test_demo_recipe_full_pipeline_in_smoke_mode(run_recipe, tmp_path):
     report = run_recipe("snd_universal_demo", tmp_path, "eval.ks=1,2")
     domains = ["digits", "fashion", "glyphs"]
