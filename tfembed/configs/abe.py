@@ -96,7 +96,8 @@ def _demo():
     ABE-4 without L_div 46.5 ± 3.5, 4-heads 46.3 ± 3.3, 1-head 43.0 ± 0.9; in
     ``diagnostics/similarity_histograms.png`` self-pair similarity ≈ 0.97 without the divergence
     loss and ≈ 0.1 with it; ``diagnostics/attention_masks_abe4.png``. 26 min for one seed on 2
-    AMD EPYC cores, partly sharing them (the 300-step budget was set on a Xeon with ~4.5× faster float32 GEMM).
+    AMD EPYC cores, partly sharing them (the 300-step budget was set on a Xeon with ~4.5× faster
+    float32 GEMM).
     """
     c = base_config("ensemble")
     c.domains = ["digits"]
