@@ -71,16 +71,16 @@ def _demo():
     Domains: handwritten two-digit numbers 00–99 composed from MNIST digits (100 classes), clothing
     (Fashion-MNIST subset, 10 classes) and glyphs rendered from 149 real fonts (48 characters) —
     28×28 grey images, class-disjoint train/test classes (tools/README.md). Network: EfficientNet-
-    Lite0 with ImageNet weights (converted offline), 64-px crops of the images upscaled to 73,
+    Lite0 with ImageNet weights (converted offline), 56-px crops of the images upscaled to 64,
     BatchNorm frozen, 128-d (``_base.pretrained_demo_model``); Adam 1e-4. Steps: a specialist per
-    domain (triplet semi-hard, 8×4 batches, 400 steps) → concat_pca → fused triplet, naive and
+    domain (triplet semi-hard, 8×4 batches, 300 steps) → concat_pca → fused triplet, naive and
     domain-specific (DS) batches → universal SND (σ = 0.25, DS batches) → every model evaluated
     per domain and on the fused gallery (report.json, Table-2 style printout) → diagnostics PNGs
     → SavedModel export of universal/snd. The untrained network (ImageNet features + an
     untrained projection) is the ``baseline/pretrained`` row.
 
     Budget parity (our choice; 000 does not give its step counts): each universal model trains
-    1200 steps, the three specialists' 400 together, so that under DS batches (a domain ∝ its
+    900 steps, the three specialists' 300 together, so that under DS batches (a domain ∝ its
     training images: digits 31 %, fashion 31 %, glyphs 37 %) each domain gets about as many
     batches as its specialist did. What the 15-minute budget leaves out of the demo (Table 2's
     Triplet+BAL and Ours_RKD): add them with
@@ -89,10 +89,10 @@ def _demo():
     Command (offline, 2 CPU cores):
       tfembed-train --recipe snd_universal_demo --workdir runs/demo
       tfembed-train --recipe snd_universal_demo --workdir runs/demo3 --set seeds=0,1,2
-    Expected result: the tables of docs/papers/000_universal.md (measured with this recipe, 11
-    minutes per seed on 2 CPU cores): universal/snd within 2 R@1 points of each own-domain
-    specialist on the fused gallery in every seed (fused-gallery R@1 over seeds 0-2: digits
-    83.5 vs 83.6, fashion 91.8 vs 90.4, glyphs 99.0 vs 98.6).
+    Expected result: the tables of docs/papers/000_universal.md (measured with this recipe, 12
+    to 14 minutes per seed on 2 CPU cores of an AMD EPYC): universal/snd within 2 R@1 points of
+    each own-domain specialist on the fused gallery in every seed (fused-gallery R@1 over seeds
+    0-2: digits 79.5 vs 79.8, fashion 91.7 vs 91.5, glyphs 99.0 vs 98.3; worst seed −1.2).
     """
     c = base_config("universal")
     c.domains = ["digits", "fashion", "glyphs"]
