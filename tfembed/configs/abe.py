@@ -72,11 +72,11 @@ def _demo():
     """Offline reproduction of paper 002's Tables 1-2 and Fig. 5-6 on the demo digits domain,
     from an ImageNet-pretrained network as 002 starts.
 
-    Domain: handwritten two-digit numbers 00–99 (50 training classes, 50 test classes, 28×28,
-    upscaled to 64-px crops). Network: EfficientNet-Lite0 with ImageNet weights (converted
-    offline), BatchNorm frozen (``_base.pretrained_demo_model``), split as 002 splits GoogLeNet:
-    S = input → the end of the stride-8 stage (``block4_out``, 40 channels), attention trunk C =
-    a stride-free copy of the stride-16 stage (blocks 5–10, starting from their pretrained
+    Domain: handwritten two-digit numbers 00–99 (50 training classes, 50 test classes, 28×28; 56-px
+    crops of the images upscaled to 64). Network: EfficientNet-Lite0 with ImageNet weights
+    (converted offline), BatchNorm frozen (``_base.pretrained_demo_model``), split as 002 splits
+    GoogLeNet: S = input → the end of the stride-8 stage (``block4_out``, 40 channels), attention
+    trunk C = a stride-free copy of the stride-16 stage (blocks 5–10, starting from their pretrained
     weights), G = blocks 5–15 → pooling → Dense(128/M) → L2. Every model: 128-d ensemble,
     contrastive loss (margin 1) per learner on the sampled pairs, SGD momentum 0.9 at 1e-3 (the
     paper recipes' rate), batches of 64 in 002's pairs (32 images + 16 positive and 16 negative
@@ -92,23 +92,26 @@ def _demo():
     Recall@K of each ensemble every 100 steps (``ensemble.eval_every_steps``; 002: every 1000
     iterations): the report adds ``<method>/ensemble@best``, the evaluation with the highest R@1,
     as 002 reports; it selects on the test set, so it is optimistic beside the ``final`` rows.
-    Expected result (docs/papers/002_abe.md, 3 seeds, R@1 % mean ± std): ABE-4 53.9 ± 4.5,
-    ABE-4 without L_div 46.5 ± 3.5, 4-heads 46.3 ± 3.3, 1-head 43.0 ± 0.9; in
-    ``diagnostics/similarity_histograms.png`` self-pair similarity ≈ 0.97 without the divergence
-    loss and ≈ 0.1 with it; ``diagnostics/attention_masks_abe4.png``. 26 min for one seed on 2
-    AMD EPYC cores, partly sharing them (the 300-step budget was set on a Xeon with ~4.5× faster
-    float32 GEMM).
+    Expected result (docs/papers/002_abe.md, 3 seeds, R@1 % mean ± std): ABE-4 61.7 ± 3.9,
+    4-heads 48.2 ± 1.8, ABE-4 without L_div 45.2 ± 4.7, 1-head 41.3 ± 3.5 (ABE-4 first in every
+    seed); in ``diagnostics/similarity_histograms.png`` self-pair similarity ≈ 0.97 without the
+    divergence loss and ≈ 0.1 with it; ``diagnostics/attention_masks_abe4.png``. 11-13 min per
+    seed on 2 AMD EPYC cores.
     """
     c = base_config("ensemble")
     c.domains = ["digits"]
     pretrained_demo_model(c.model)
+    # 56-px crops (the images upscaled to 64 before the crop), as snd_universal_demo: a train
+    # step costs ~15 % less than at the other demos' 64 of 73, which brings one seed of four
+    # ensembles under 15 minutes on 2 AMD EPYC cores (15 min 37 s at 64 px).
+    c.model.image_size, c.model.resize_size = 56, 64
     c.train.loss = "contrastive_pairs"
     c.train.loss_kwargs = {"margin": 1.0}
     c.train.optimizer = "sgd"
     c.train.momentum = 0.9
     c.train.learning_rate = 1e-3
-    # 300 steps: what four ensembles of the pretrained network fit in 15 minutes on 2 Xeon cores
-    # (an ABE-4 or 4-heads step runs G four times: ~1 s for 64 images).
+    # 300 steps: what four ensembles of the pretrained network fit in 15 minutes on 2 CPU cores
+    # (an ABE-4 or 4-heads step runs G four times: ~0.6-0.7 s for 64 images on AMD EPYC).
     c.train.steps = 300
     c.train.steps_per_epoch = 100
     c.eval.batch_size = 512
