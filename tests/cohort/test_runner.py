@@ -154,6 +154,28 @@ def test_pretrained_members_share_the_backbone_and_differ_in_the_projection():
                            b.get_layer("embedding_dense").get_weights()[0])
 
 
+def test_ensemble_rows_scored_on_the_members_embeddings_equal_the_ensemble_models():
+    # evaluate_cohort scores the ensemble on the concatenated member embeddings instead of a
+    # forward pass of ensemble_model(): the same rows, for a cohort whose members differ.
+    from tfembed.evaluation.protocol import evaluate
+    from tfembed.training.builders import image_spec, load_domains
+
+    c = recipes.resolve("dm2_demo", ["cohort.size=3", "eval.max_images_per_split=300",
+                                     *SMALL_CNN])
+    domains = load_domains(c, single="cohort")
+    model = cohort.build_cohort("md", c, num_classes=50)
+    out = cohort.evaluate_cohort(model, "md", domains, c)
+    assert [n for n, _, _ in out] == ["md/member0", "md/member1", "md/member2", "md/ensemble"]
+    ensemble_rows = evaluate(out[-1][1], domains, name="md/ensemble", offsets=[0],
+                             ks=tuple(c.eval.ks), fused=False, spec=image_spec(c.model),
+                             batch_size=int(c.eval.batch_size))
+    assert len(out[-1][2]) == len(ensemble_rows) == 1
+    for key, value in ensemble_rows[0].items():
+        assert out[-1][2][0][key] == pytest.approx(value), key
+    member_r1 = [rows[0]["recall@1"] for _, _, rows in out[:-1]]
+    assert len(set(member_r1)) > 1   # untrained members with their own projections
+
+
 @pytest.mark.smoke
 def test_demo_with_a_pretrained_backbone_in_smoke_mode(run_recipe, tmp_path):
     report = run_recipe("dm2_demo", tmp_path, "cohort.pretrain_domain=glyphs",
